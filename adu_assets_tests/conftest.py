@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adu_assets_tests.pg_server import PgServer, running_postgres
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """One real PostgreSQL server for the whole session; each test makes its own database."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_db(pg: PgServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database named after the test."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    with pg.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return name
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated DAGSTER_HOME and ADU_DATA_DIR with telemetry off."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("ADU_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("ADU_DEFS_DIR", raising=False)
+    return home
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: the tests expect ../shared/data beside the project root")
+    return path
+
+
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

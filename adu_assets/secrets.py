@@ -135,7 +135,9 @@ def rotate(token: str, keys: str | None = None) -> str:
         raise SecretError(f"the token does not decrypt with any key in {FERNET_KEY_ENV}") from None
 
 
-def resolve_secret(*, env: str | None, encrypted: str | None, field: str, required: bool = True) -> str | None:
+def resolve_secret(
+    *, env: str | None, encrypted: str | None, field: str, required: bool = True
+) -> str | None:
     """Resolve a ``<field>_env`` / ``<field>_encrypted`` pair at run time."""
     if env and encrypted:
         raise SecretError(f"{field}: set either {field}_env or {field}_encrypted, not both")
@@ -159,4 +161,6 @@ def scrub_exception(exc: BaseException, context: str) -> RuntimeError:
 
 def public_dict(d: dict[str, Any]) -> dict[str, Any]:
     """A copy of a config mapping that is safe to show: secret references are kept, values never."""
-    return {k: (REDACTED if k in {"password", "token", "secret", "client_secret"} else v) for k, v in d.items()}
+    return {
+        k: (REDACTED if k in {"password", "token", "secret", "client_secret"} else v) for k, v in d.items()
+    }

@@ -4,9 +4,6 @@ The model holds secret *references* only (`password_env`, `password_encrypted`).
 resolved by `resolve_password()` at run time, inside a resource or IO manager, never at definition load.
 """
 
-from __future__ import annotations
-
-import os
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +11,7 @@ import dagster as dg
 from pydantic import Field, model_validator
 
 from adu_assets.secrets import resolve_secret
+from adu_assets.settings import expand_path
 
 ConnectionKind = Literal["postgres", "vertica", "duckdb", "sqlite", "oracle"]
 
@@ -29,9 +27,11 @@ class ConnectionConfig(dg.Model):
     path: str | None = Field(default=None, description="File path (duckdb, sqlite); ${ENV} is expanded")
     user: str | None = None
     password_env: str | None = Field(default=None, description="Environment variable holding the password")
-    password_encrypted: str | None = Field(default=None, description="Fernet token (see `adu secrets encrypt`)")
+    password_encrypted: str | None = Field(
+        default=None, description="Fernet token (see `adu secrets encrypt`)"
+    )
     options: dict[str, str] = Field(default_factory=dict, description="Extra driver options (e.g. sslmode)")
-    max_parallel: int = Field(default=2, ge=1, description="At most this many parallel queries on this source")
+    max_parallel: int = Field(default=2, description="At most this many parallel queries on this source")
 
     @model_validator(mode="before")
     @classmethod
@@ -44,7 +44,7 @@ class ConnectionConfig(dg.Model):
         return data
 
     @model_validator(mode="after")
-    def _check_fields(self) -> ConnectionConfig:
+    def _check_fields(self) -> "ConnectionConfig":
         if self.kind in ("duckdb", "sqlite"):
             if not self.path:
                 raise ValueError(f"connection.path is required for kind {self.kind}")
@@ -55,6 +55,8 @@ class ConnectionConfig(dg.Model):
                 raise ValueError("connection.service is required for kind oracle")
             if self.kind in ("postgres", "vertica") and not self.database:
                 raise ValueError(f"connection.database is required for kind {self.kind}")
+        if self.max_parallel < 1:
+            raise ValueError("connection.max_parallel must be 1 or more")
         if self.password_env and self.password_encrypted:
             raise ValueError("connection: set either password_env or password_encrypted, not both")
         return self
@@ -65,11 +67,13 @@ class ConnectionConfig(dg.Model):
 
     @property
     def resolved_path(self) -> Path:
-        return Path(os.path.expandvars(os.path.expanduser(self.path or "")))
+        return expand_path(self.path or "")
 
     def resolve_password(self) -> str | None:
         return resolve_secret(
-            env=self.password_env, encrypted=self.password_encrypted, field="connection.password",
+            env=self.password_env,
+            encrypted=self.password_encrypted,
+            field="connection.password",
             required=False,
         )
 

@@ -1,0 +1,44 @@
+"""The code location: components from the defs folder, plus resources and the executor."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import dagster as dg
+
+from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
+from adu_assets.defs_loader import DEFS_DIR_ENV, load_component_defs
+from adu_assets.demo import ensure_demo_sources
+from adu_assets.io_managers.tables import TableLandingIOManager
+from adu_assets.secrets import install_log_redaction
+
+# Dagster flags backfill policies and code references as beta; they are the documented 1.13 way, so the
+# warnings would only bury real messages in every run's log.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+
+def executor() -> dg.ExecutorDefinition:
+    # Measured on 2 cores: 10 no-op assets took 3.9 s in-process and 19-27 s with the multiprocess executor,
+    # and each export already uses every core inside DuckDB. So in-process is the default; set
+    # ADU_MAX_CONCURRENT > 1 to run steps in parallel processes (bounded further by per-source pools).
+    n = int(os.environ.get("ADU_MAX_CONCURRENT", "1"))
+    if n <= 1:
+        return dg.in_process_executor
+    return dg.multiprocess_executor.configured({"max_concurrent": n})
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    install_log_redaction()
+    if not os.environ.get(DEFS_DIR_ENV):
+        # The packaged demo reads databases that are generated on first use (about a second, once).
+        ensure_demo_sources()
+    return dg.Definitions.merge(
+        load_component_defs(),
+        dg.Definitions(
+            resources={TABLE_IO_MANAGER_KEY: TableLandingIOManager()},
+            executor=executor(),
+        ),
+    )

@@ -48,3 +48,27 @@ def shared_data(*parts: str) -> Path:
 
 
 os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture(scope="session")
+def chinook(pg: PgServer) -> str:
+    """The Chinook sample database (its script creates the database `chinook` itself)."""
+    pg.run_sql_file("postgres", shared_data("chinook", "Chinook_PostgreSql.sql"))
+    return "chinook"
+
+
+def pg_connection_yaml(pg: PgServer, database: str, password_env: str = "ADU_TEST_PG_PASSWORD") -> dict[str, object]:
+    return {
+        "kind": "postgres",
+        "host": pg.host,
+        "port": pg.port,
+        "database": database,
+        "user": pg.user,
+        "password_env": password_env,
+    }
+
+
+@pytest.fixture
+def pg_password_env(pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("ADU_TEST_PG_PASSWORD", pg.password)
+    return "ADU_TEST_PG_PASSWORD"

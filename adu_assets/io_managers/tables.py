@@ -16,6 +16,7 @@ from adu_assets.io_managers.landing import (
 )
 from adu_assets.secrets import scrub_exception
 from adu_assets.settings import data_root
+from adu_assets.sources.catalog import quote_ident
 from adu_assets.sources.databases import TableStream
 
 
@@ -72,7 +73,7 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
 
         schema, table = warehouse_table(key)
         with duckdb.connect(str(warehouse_path(root)), read_only=True) as con:
-            sql = f'SELECT * FROM "{schema}"."{table}"'
+            sql = f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}"
             params: list[Any] = []
             if partitions:
                 sql += f" WHERE {PARTITION_COLUMN} IN (SELECT CAST(unnest(?) AS DATE))"

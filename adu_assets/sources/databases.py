@@ -194,8 +194,12 @@ def _discover_attached(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, sc
         [SOURCE_ALIAS, schema],
     ).fetchall()
     native = _native_types(con, cfg, schema)
+    base_tables = {t for t, _ in native}
     tables: dict[str, list[ColumnInfo]] = {}
     for table, column, dtype, nullable in rows:
+        # The postgres scanner lists views among its tables; only base tables are exported.
+        if cfg.kind == "postgres" and table not in base_tables:
+            continue
         tables.setdefault(table, []).append(
             ColumnInfo(column, native.get((table, column), dtype), bool(nullable))
         )

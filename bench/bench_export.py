@@ -1,0 +1,171 @@
+"""Export benchmark: TPC-H lineitem in a real PostgreSQL -> Parquet (and DuckDB), against raw COPY.
+
+Everything is measured in one run, so only ratios are reported:
+  floor        psql: COPY (SELECT * FROM lineitem) TO STDOUT (FORMAT binary) > /dev/null
+  parquet      our export path (open_table_stream + land), Parquet only, in a fresh process
+  parquet+duckdb  the same, landing in the DuckDB warehouse as well
+  dagster      `dagster asset materialize` of the same table (orchestration overhead)
+Goals (PERFORMANCE.md): parquet <= 1.25x floor with peak RSS <= 600 MB; parquet+duckdb <= 1.5x;
+dagster <= 1.3x the direct call.
+
+    python -m bench.bench_export            # scale factor 1 (6M rows), a few minutes
+    python -m bench.bench_export --small    # scale factor 0.05, for CI
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from adu_assets_tests.pg_server import PgServer, running_postgres
+
+LINEITEM_DDL = """
+CREATE TABLE lineitem (
+    l_orderkey bigint NOT NULL, l_partkey bigint NOT NULL, l_suppkey bigint NOT NULL, l_linenumber integer NOT NULL,
+    l_quantity numeric(15,2) NOT NULL, l_extendedprice numeric(15,2) NOT NULL, l_discount numeric(15,2) NOT NULL,
+    l_tax numeric(15,2) NOT NULL, l_returnflag char(1) NOT NULL, l_linestatus char(1) NOT NULL,
+    l_shipdate date NOT NULL, l_commitdate date NOT NULL, l_receiptdate date NOT NULL,
+    l_shipinstruct char(25) NOT NULL, l_shipmode char(10) NOT NULL, l_comment varchar(44) NOT NULL
+)"""
+
+
+def load_lineitem(pg: PgServer, scale: float, work: Path) -> int:
+    out = work / "tpch"
+    subprocess.run(
+        [str(Path(sys.executable).parent / "tpchgen-cli"), "tbl", "-s", str(scale), "--tables", "lineitem",
+         "--output-dir", str(out)],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    tbl = next(out.rglob("lineitem*.tbl"))
+    pg.create_database("tpch")
+    with pg.connect("tpch") as conn:
+        conn.execute(LINEITEM_DDL)
+        # .tbl lines end with a trailing '|': strip it so COPY sees exactly 16 fields.
+        with conn.cursor() as cur, cur.copy("COPY lineitem FROM STDIN (FORMAT csv, DELIMITER '|')") as copy:
+            with open(tbl, "rb") as fh:
+                while chunk := fh.read(8 << 20):
+                    copy.write(chunk.replace(b"|\n", b"\n"))
+        conn.execute("VACUUM ANALYZE lineitem")
+        n = conn.execute("SELECT count(*) FROM lineitem").fetchone()
+    return int(n[0]) if n else 0
+
+
+def time_raw_copy(pg: PgServer) -> float:
+    env = dict(os.environ, PGPASSWORD=pg.password)
+    start = time.perf_counter()
+    with open(os.devnull, "wb") as devnull:
+        subprocess.run(
+            ["psql", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", "tpch", "-c",
+             "COPY (SELECT * FROM lineitem) TO STDOUT (FORMAT binary)"],
+            check=True, env=env, stdout=devnull,
+        )
+    return time.perf_counter() - start
+
+
+def child_export(args: argparse.Namespace) -> None:
+    """Runs in a fresh process so its peak RSS is its own."""
+    import resource
+
+    import dagster as dg
+
+    from adu_assets.io_managers.landing import land
+    from adu_assets.sources.connection import ConnectionConfig
+    from adu_assets.sources.databases import open_table_stream
+
+    cfg = ConnectionConfig(**json.loads(args.child))
+    start = time.perf_counter()
+    stream = open_table_stream(cfg, schema="public", table="lineitem", label="bench", incremental_column=None,
+                               window=None, partition_keys=["2024-01-01"])
+    try:
+        meta = land(stream, args.destinations.split(","), Path(args.out), dg.AssetKey(["tpch", "public", "lineitem"]))
+    finally:
+        stream.close()
+    seconds = time.perf_counter() - start
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "rss_mb": rss_mb, "rows": meta["dagster/row_count"].value}))
+
+
+def run_child(cfg: dict[str, object], destinations: str, out: Path, env: dict[str, str]) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bench_export", "--child", json.dumps(cfg), "--destinations", destinations,
+         "--out", str(out)],
+        check=True, capture_output=True, text=True, env=env,
+    )
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def time_dagster(cfg: dict[str, object], work: Path, env: dict[str, str]) -> float:
+    defs_dir = work / "defs" / "tpch"
+    defs_dir.mkdir(parents=True)
+    (defs_dir / "defs.yaml").write_text(yaml.safe_dump({"type": "adu_assets.DatabaseExport", "attributes": {
+        "name": "tpch", "connection": cfg, "start_date": "2024-01-01", "destinations": ["parquet"],
+        "tables": [{"name": "lineitem"}]}}))
+    home = work / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    denv = dict(env, DAGSTER_HOME=str(home), ADU_DEFS_DIR=str(work / "defs"), ADU_DATA_DIR=str(work / "dg_out"),
+                ADU_STATE_DIR=str(work / "state"))
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
+         "--select", "tpch/public/lineitem", "--partition", "2024-01-01"],
+        check=True, env=denv, capture_output=True,
+    )
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--small", action="store_true", help="scale factor 0.05 (CI)")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--child")
+    parser.add_argument("--destinations", default="parquet")
+    parser.add_argument("--out")
+    args = parser.parse_args(argv)
+    if args.child:
+        child_export(args)
+        return 0
+    scale = 0.05 if args.small else args.scale
+    repeat = 1 if args.small else args.repeat
+    with tempfile.TemporaryDirectory(prefix="adu-bench-") as tmp, running_postgres(
+        settings={"shared_buffers": "1GB"}
+    ) as pg:
+        work = Path(tmp)
+        t0 = time.perf_counter()
+        rows = load_lineitem(pg, scale, work)
+        print(f"lineitem SF{scale}: {rows} rows loaded in {time.perf_counter() - t0:.1f} s")
+        cfg = {"kind": "postgres", "host": pg.host, "port": pg.port, "database": "tpch", "user": pg.user,
+               "password_env": "ADU_BENCH_PG_PASSWORD"}
+        env = dict(os.environ, ADU_BENCH_PG_PASSWORD=pg.password)
+        time_raw_copy(pg)  # warm the cache so every method reads from shared buffers / page cache
+        floor = min(time_raw_copy(pg) for _ in range(repeat))
+        results: dict[str, dict[str, float]] = {}
+        for dest in ("parquet", "parquet,duckdb"):
+            runs = [run_child(cfg, dest, work / f"out_{dest.replace(',', '_')}_{i}", env) for i in range(repeat)]
+            best = min(runs, key=lambda r: r["seconds"])
+            best["rss_mb"] = max(r["rss_mb"] for r in runs)
+            results[dest] = best
+        direct = results["parquet"]["seconds"]
+        dagster_s = min(time_dagster(cfg, work / f"dg{i}", env) for i in range(repeat))
+
+    print(f"raw COPY binary -> /dev/null : {floor:8.2f} s   (floor)")
+    for dest, r in results.items():
+        goal = 1.25 if dest == "parquet" else 1.5
+        print(f"export -> {dest:15s}: {r['seconds']:8.2f} s   ratio {r['seconds'] / floor:5.2f}x "
+              f"(goal <= {goal}x)   peak RSS {r['rss_mb']:.0f} MB (goal <= 600 MB)")
+    print(f"dagster asset materialize  : {dagster_s:8.2f} s   ratio {dagster_s / direct:5.2f}x the direct export "
+          "(goal <= 1.3x; includes process start-up)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

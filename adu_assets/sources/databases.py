@@ -236,17 +236,22 @@ def lossy_columns(table: TableInfo, duck_types: dict[str, str]) -> list[str]:
     return notes
 
 
-def find_table(catalog: list[TableInfo], schema: str, name: str, *, where: str) -> TableInfo:
+def find_table(
+    catalog: list[TableInfo], schema: str, name: str, *, where: str, case_sensitive: bool = True
+) -> TableInfo:
+    def same(a: str, b: str) -> bool:
+        return a == b if case_sensitive else a.lower() == b.lower()
+
     for t in catalog:
-        if t.schema == schema and t.name == name:
+        if same(t.schema, schema) and same(t.name, name):
             return t
     known = ", ".join(sorted(t.name for t in catalog)[:20]) or "none"
     raise SourceError(f"{where}: table {schema}.{name} was not found at the source (tables found: {known})")
 
 
-def check_column(table: TableInfo, column: str, *, where: str) -> ColumnInfo:
+def check_column(table: TableInfo, column: str, *, where: str, case_sensitive: bool = True) -> ColumnInfo:
     for c in table.columns:
-        if c.name == column:
+        if c.name == column or (not case_sensitive and c.name.lower() == column.lower()):
             return c
     raise SourceError(
         f"{where}: column {column!r} is not in {table.schema}.{table.name} "
@@ -341,9 +346,10 @@ def _vertica_stream(
         catalog = vertica.discover_tables(conn, schema, [table_name])
     finally:
         conn.close()
-    table = find_table(catalog, schema, table_name, where=f"{label}.{table_name}")
+    # Vertica folds unquoted names, so YAML names match its catalog case-insensitively.
+    table = find_table(catalog, schema, table_name, where=f"{label}.{table_name}", case_sensitive=False)
     if incremental_column:
-        check_column(table, incremental_column, where=f"{label}.{table_name}")
+        check_column(table, incremental_column, where=f"{label}.{table_name}", case_sensitive=False)
     sql, params = vertica.build_select(table, incremental_column=incremental_column, window=window)
     schema, cast_to_text = vertica.arrow_schema_for(table)
     reader = vertica.stream_query(lambda: vertica.connect_vertica(cfg), sql, params, schema)

@@ -1,0 +1,100 @@
+"""`UpsertIOManager`: lands an asset's rows in an Oracle, PostgreSQL or DuckDB table through `upsert()`.
+
+The destination comes from the asset's definition metadata under "adu/destination": a JSON-able DestinationConfig
+that holds secret *references* only (password_env / password_encrypted). The password is resolved inside
+handle_output, at run time, and never reaches metadata, tags or logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from adu_assets.io_managers.upsert.base import DestinationConfig, DestinationError, UpsertResult, upsert
+from adu_assets.secrets import scrub_exception
+
+DESTINATION_METADATA_KEY = "adu/destination"
+
+
+def destination_from_metadata(metadata: Mapping[str, Any], asset: str) -> DestinationConfig:
+    raw = metadata.get(DESTINATION_METADATA_KEY)
+    # Definition metadata may arrive normalized to a JsonMetadataValue; the dict is inside it.
+    raw = getattr(raw, "value", raw)
+    if not isinstance(raw, Mapping):
+        raise DestinationError(
+            f"{asset}: the UpsertIOManager needs the asset's metadata key {DESTINATION_METADATA_KEY!r} "
+            "(a destination: connection, table, mode, keys, skip_when)"
+        )
+    return DestinationConfig.model_validate(dict(raw))
+
+
+def to_arrow(obj: Any, asset: str) -> pa.Table | pa.RecordBatchReader:
+    if isinstance(obj, pa.Table | pa.RecordBatchReader):
+        return obj
+    if isinstance(obj, pa.RecordBatch):
+        return pa.Table.from_batches([obj])
+    import polars as pl
+
+    if isinstance(obj, pl.LazyFrame):
+        obj = obj.collect(engine="streaming")
+    if isinstance(obj, pl.DataFrame):
+        return obj.to_arrow()
+    raise TypeError(
+        f"{asset}: the UpsertIOManager takes a pyarrow Table/RecordBatchReader or a polars DataFrame, "
+        f"got {type(obj).__name__}"
+    )
+
+
+def result_metadata(result: UpsertResult, schema: pa.Schema | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {
+        "inserted": dg.MetadataValue.int(result.inserted),
+        "updated": dg.MetadataValue.int(result.updated),
+        "unchanged": dg.MetadataValue.int(result.unchanged),
+        "skipped": dg.MetadataValue.int(result.skipped),
+        "errors": dg.MetadataValue.int(result.errors),
+        "duplicates": dg.MetadataValue.int(result.duplicates),
+        "dagster/row_count": dg.MetadataValue.int(result.rows_in),
+        "dagster/table_name": result.table,
+        "duration_s": dg.MetadataValue.float(round(result.seconds, 3)),
+        "rows_per_s": dg.MetadataValue.float(round(result.rows_per_second, 1)),
+    }
+    if result.error_table:
+        md["error_table"] = result.error_table
+    if result.error_rows_path:
+        md["error_rows_path"] = dg.MetadataValue.path(result.error_rows_path)
+    if schema is not None:
+        md["dagster/column_schema"] = dg.TableSchema(
+            columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
+        )
+    return md
+
+
+class UpsertIOManager(dg.ConfigurableIOManager):
+    """Inserts or upserts each output into the table named by the asset's "adu/destination" metadata."""
+
+    batch_size: int | None = None  # overrides destination.batch_size when set
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        asset = context.asset_key.to_user_string() if context.has_asset_key else context.name
+        dest = destination_from_metadata(context.definition_metadata or {}, asset)
+        if self.batch_size:
+            dest = dest.model_copy(update={"batch_size": self.batch_size})
+        data = to_arrow(obj, asset)
+        try:
+            result = upsert(dest, data, run_id=context.run_id, log=context.log)
+        except (DestinationError, TypeError):
+            raise
+        except Exception as e:
+            # A driver error can carry connection details; only a scrubbed copy leaves this step.
+            raise scrub_exception(e, f"{asset}: upsert into {dest.table} failed") from None
+        context.add_output_metadata(result_metadata(result, data.schema))
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        raise NotImplementedError(
+            f"{context.upstream_output.asset_key.to_user_string() if context.upstream_output else 'input'}: "
+            "an upserted table is not read back through the UpsertIOManager; downstream assets read the raw Parquet "
+            "landed under ADU_DATA_DIR, or query the destination table themselves"
+        )

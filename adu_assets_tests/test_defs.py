@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def assert_invariants(d: dg.Definitions) -> None:
     specs = list(d.resolve_all_asset_specs())
     assert specs
+    checked = {k.asset_key for k in d.resolve_asset_graph().asset_check_keys}
     for spec in specs:
         where = spec.key.to_user_string()
         assert spec.group_name, where
@@ -25,6 +26,7 @@ def assert_invariants(d: dg.Definitions) -> None:
         assert spec.description, where
         assert len(spec.key.path) in (1, 3), where
         assert spec.group_name == spec.key.path[0], where
+        assert spec.key in checked, f"{where} has no asset check"
 
 
 def test_demo_definitions(dagster_home: Path) -> None:

@@ -15,16 +15,19 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import dagster as dg
-import polars as pl
 
 from adu_assets.checks.rules import CheckOutcome, ChecksConfig, check_row_count, validate_rules
 
-LoadFn = Callable[[dg.AssetCheckExecutionContext], pl.LazyFrame]
-LoadPreviousFn = Callable[[dg.AssetCheckExecutionContext], pl.LazyFrame | None]
+if TYPE_CHECKING:
+    import polars as pl
+
+# String forward references: polars (0.6 s) is not imported while definitions load.
+LoadFn = Callable[[dg.AssetCheckExecutionContext], "pl.LazyFrame"]
+LoadPreviousFn = Callable[[dg.AssetCheckExecutionContext], "pl.LazyFrame | None"]
 
 
 def to_check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
@@ -64,7 +67,8 @@ def build_table_checks(
 
     def report_path(context: dg.AssetCheckExecutionContext, kind: str) -> Path:
         root = reports_root() if reports_root else baseline_store_root().parent / "reports"
-        partition = context.partition_key if context.has_partition_key else "unpartitioned"
+        keys = list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key else []
+        partition = (keys[0] if len(keys) == 1 else f"{keys[0]}_{keys[-1]}") if keys else "unpartitioned"
         return root / quote(key_text, safe="") / f"{kind}-{_file_part(partition)}.html"
 
     built: list[dg.AssetChecksDefinition] = []

@@ -1,7 +1,9 @@
 """Column rules from the `checks:` YAML block, validated with pandera's polars backend.
 
 Everything here is pure: data in, `CheckOutcome` out. The Dagster wiring lives in `asset_checks.py`.
-`pandera.polars` costs about 1.6 s to import, so it is imported inside `validate_rules` only.
+`pandera.polars` costs about 1.6 s to import, so it is imported inside `validate_rules` only. Even polars
+(0.6 s) is imported inside the functions: components import these models while definitions load, and
+200 tables must load in under 2 s.
 """
 
 from __future__ import annotations
@@ -12,18 +14,32 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 if TYPE_CHECKING:
     import pandera.polars as pa
+    import polars as pl
 
 Severity = Literal["ERROR", "WARN"]
 
 # The markdown table of failure cases stays small: Dagster stores metadata in the event log.
 MAX_FAILURE_CASES_SHOWN = 20
-# date before datetime: pydantic's smart union would otherwise turn "1992-01-01" into a datetime.
-Bound = int | float | date | datetime
+# YAML bounds are numbers or ISO date/datetime strings. Dagster's component resolver accepts only plain
+# types in YAML models, so strings are converted to date/datetime after validation (see ColumnRules).
+Bound = int | float | str
+
+
+def _as_bound(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"bound {value!r} is neither a number nor an ISO date or datetime") from None
 
 
 class ColumnRules(dg.Model):
@@ -44,6 +60,11 @@ class ColumnRules(dg.Model):
     # Columns are nullable unless a rule says otherwise: pandera's own default (not nullable) would make
     # every rule-bearing column with an occasional NULL fail, which is not what a YAML `ge: 0` means.
     nullable: bool = True
+
+    @field_validator("ge", "le", "gt", "lt", mode="after")
+    @classmethod
+    def _dates(cls, value: Any) -> Any:
+        return _as_bound(value)
 
 
 class RowCountRule(dg.Model):
@@ -98,6 +119,8 @@ def parse_dtype(name: str) -> pl.DataType | type[pl.DataType]:
     `dtype_matches` treats as "any precision/unit", since a user writing `dtype: Decimal` means
     "is a decimal", not "is Decimal(38, 0)".
     """
+    import polars as pl
+
     m = _PARAMETRIC.match(name)
     if not m:
         raise ValueError(
@@ -131,6 +154,8 @@ def dtype_matches(expected: pl.DataType | type[pl.DataType], actual: pl.DataType
 
 
 def _as_lazy(data: pl.LazyFrame | pl.DataFrame) -> pl.LazyFrame:
+    import polars as pl
+
     return data.lazy() if isinstance(data, pl.DataFrame) else data
 
 
@@ -188,6 +213,8 @@ def _build_pandera_schema(
 
 
 def _failure_table(cases: pl.DataFrame) -> str:
+    import polars as pl
+
     def cell(value: Any) -> str:
         text = "" if value is None else str(value)
         text = text.replace("|", "\\|").replace("\n", " ")
@@ -222,6 +249,8 @@ def validate_rules(data: pl.LazyFrame | pl.DataFrame, cfg: ChecksConfig) -> Chec
     nothing is gained by materializing. A LazyFrame over an expensive source should be cached by the
     caller (e.g. landed to Parquet first), since each check re-reads it.
     """
+    import polars as pl
+
     severity = severity_for(cfg.blocking)
     unique = list(cfg.unique)
     wanted = list(dict.fromkeys([*cfg.columns, *unique]))
@@ -323,6 +352,8 @@ def _rule_count(cfg: ChecksConfig) -> int:
 
 def check_row_count(data: pl.LazyFrame | pl.DataFrame, rule: RowCountRule, *, blocking: bool) -> CheckOutcome:
     """Row-count bounds. On a `scan_parquet` frame polars answers `len()` from the file footers."""
+    import polars as pl
+
     rows = int(_as_lazy(data).select(pl.len()).collect().item())
     problems = []
     if rule.min is not None and rows < rule.min:

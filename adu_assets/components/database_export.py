@@ -20,6 +20,8 @@ from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDef
 from dagster.components.utils.project_paths import get_local_state_path
 from pydantic import Field, field_validator
 
+from adu_assets.checks.freshness import freshness_policy
+from adu_assets.checks.rules import ChecksConfig, FreshnessConfig
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
 
@@ -39,9 +41,9 @@ class TableConfig(dg.Model):
     )
     description: str | None = None
     owners: list[str] | None = None
-    checks: dict[str, Any] | None = Field(default=None, description="Data checks (see DESIGN.md)")
-    profile: bool = False
-    freshness: dict[str, Any] | None = None
+    checks: ChecksConfig | None = Field(default=None, description="Data checks (see DESIGN.md)")
+    profile: bool = Field(default=False, description="ydata-profiling HTML report for each partition")
+    freshness: FreshnessConfig | None = Field(default=None, description="{max_lag_hours: N}")
 
 
 class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
@@ -112,7 +114,8 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             return dg.Definitions()
         by_name = {t.name: t for t in catalog or []}
         assets = [self.build_table_asset(cfg, by_name.get(cfg.name)) for cfg in configs]
-        return dg.Definitions(assets=assets)
+        checks = [c for cfg in configs for c in self.build_table_checks(cfg)]
+        return dg.Definitions(assets=assets, asset_checks=checks)
 
     def _load_catalog(
         self, context: dg.ComponentLoadContext, state_path: Path | None
@@ -141,6 +144,36 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
 
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
+
+    def build_table_checks(self, cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
+        """Asset checks on the landed partition: an inferred schema check always, plus what YAML declares."""
+        from adu_assets.checks.asset_checks import build_table_checks
+        from adu_assets.io_managers.tables import landed_frame, previous_landed_frame
+        from adu_assets.settings import data_root
+
+        key = self.asset_key(cfg.name)
+        destinations = list(self.destinations)
+        partitions_def = self.partitions_def()
+
+        # A range run (single-run backfill) checks every partition it landed; drift compares against
+        # the partition before the range.
+        def load(context: dg.AssetCheckExecutionContext) -> Any:
+            return landed_frame(data_root(), key, destinations, list(context.partition_keys))
+
+        def load_previous(context: dg.AssetCheckExecutionContext) -> Any:
+            first = context.partition_keys[0]
+            return previous_landed_frame(data_root(), key, destinations, partitions_def, first)
+
+        return build_table_checks(
+            key,
+            cfg.checks,
+            load=load,
+            load_previous=load_previous,
+            baseline_store_root=lambda: data_root() / "checks" / "schemas",
+            reports_root=lambda: data_root() / "reports",
+            profile=cfg.profile,
+            partitions_def=partitions_def,
+        )
 
     def build_table_asset(self, cfg: TableConfig, info: TableInfo | None) -> dg.AssetsDefinition:
         key = self.asset_key(cfg.name)
@@ -178,6 +211,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             metadata=metadata,
             tags={**self.tags, "adu/kind": "export"},
             pool=connection.pool_name(),
+            freshness_policy=freshness_policy(
+                cfg.freshness or (cfg.checks.freshness if cfg.checks else None)
+            ),
         )
         def export_table(context: dg.AssetExecutionContext) -> Any:
             from adu_assets.sources.databases import open_table_stream

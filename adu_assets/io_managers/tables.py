@@ -49,33 +49,62 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         )
 
     def load_input(self, context: dg.InputContext) -> Any:
-        import polars as pl
-
-        key = context.asset_key
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
         meta = context.upstream_output.definition_metadata if context.upstream_output else {}
         destinations = list((meta or {}).get("adu/destinations") or ["parquet"])
-        root = self.root()
-        if "parquet" in destinations:
-            files = (
-                [partition_file(root, key, p) for p in partitions]
-                if partitions
-                else sorted((root / "parquet" / Path(*key.path)).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
-            )
-            missing = [str(f) for f in files if not f.exists()]
-            if missing or not files:
-                raise FileNotFoundError(
-                    f"{key.to_user_string()}: no landed Parquet for partitions {partitions or 'any'} "
-                    f"(missing: {', '.join(missing[:3]) or 'all'}); materialize it first"
-                )
-            return pl.scan_parquet([str(f) for f in files])
-        import duckdb
+        return landed_frame(self.root(), context.asset_key, destinations, partitions)
 
-        schema, table = warehouse_table(key)
-        with duckdb.connect(str(warehouse_path(root)), read_only=True) as con:
-            sql = f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}"
-            params: list[Any] = []
-            if partitions:
-                sql += f" WHERE {PARTITION_COLUMN} IN (SELECT CAST(unnest(?) AS DATE))"
-                params.append(partitions)
-            return pl.from_arrow(con.execute(sql, params).arrow()).lazy()
+
+def landed_frame(root: Path, key: dg.AssetKey, destinations: list[str], partitions: list[str]) -> Any:
+    """The landed rows of `partitions` (all when empty) as a polars LazyFrame: Parquet when it was a
+    destination (scanned lazily), else the warehouse table."""
+    import polars as pl
+
+    if "parquet" in destinations:
+        files = (
+            [partition_file(root, key, p) for p in partitions]
+            if partitions
+            else sorted((root / "parquet" / Path(*key.path)).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
+        )
+        missing = [str(f) for f in files if not f.exists()]
+        if missing or not files:
+            raise FileNotFoundError(
+                f"{key.to_user_string()}: no landed Parquet for partitions {partitions or 'any'} "
+                f"(missing: {', '.join(missing[:3]) or 'all'}); materialize it first"
+            )
+        return pl.scan_parquet([str(f) for f in files])
+    import duckdb
+
+    schema, table = warehouse_table(key)
+    with duckdb.connect(str(warehouse_path(root)), read_only=True) as con:
+        sql = f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {quote_ident(schema)}.{quote_ident(table)}"
+        params: list[Any] = []
+        if partitions:
+            sql += f" WHERE {PARTITION_COLUMN} IN (SELECT CAST(unnest(?) AS DATE))"
+            params.append(partitions)
+        return pl.from_arrow(con.execute(sql, params).arrow()).lazy()
+
+
+def previous_landed_frame(
+    root: Path,
+    key: dg.AssetKey,
+    destinations: list[str],
+    partitions_def: dg.PartitionsDefinition,
+    partition: str,
+    *,
+    look_back: int = 31,
+) -> Any:
+    """The latest landed partition before `partition` (drift's reference), or None."""
+    keys = partitions_def.get_partition_keys()
+    try:
+        index = keys.index(partition)
+    except ValueError:
+        return None
+    for previous in reversed(keys[max(0, index - look_back) : index]):
+        if "parquet" in destinations and not partition_file(root, key, previous).exists():
+            continue
+        try:
+            return landed_frame(root, key, destinations, [previous])
+        except (FileNotFoundError, OSError):
+            continue
+    return None

@@ -10,6 +10,7 @@ import math
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -159,10 +160,18 @@ def run_drift(
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     columns = numeric + categorical
     report = Report([DataDriftPreset(columns=columns, drift_share=cfg.threshold)], include_tests=True)
-    snapshot = report.run(
-        current_data=Dataset.from_pandas(_to_pandas(cur, numeric, categorical), data_definition=definition),
-        reference_data=Dataset.from_pandas(_to_pandas(ref, numeric, categorical), data_definition=definition),
-    )
+    with warnings.catch_warnings():
+        # numpy warns on every constant column (division by a zero spread) inside evidently's plots:
+        # dozens of lines per run that say nothing about the data.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        snapshot = report.run(
+            current_data=Dataset.from_pandas(
+                _to_pandas(cur, numeric, categorical), data_definition=definition
+            ),
+            reference_data=Dataset.from_pandas(
+                _to_pandas(ref, numeric, categorical), data_definition=definition
+            ),
+        )
     # Snapshot.save_html silently ignores a Path (it only writes when given a str), so write it ourselves,
     # atomically. The HTML embeds evidently's JS and font: it opens offline.
     write_text_atomic(Path(report_path), snapshot.get_html_str(as_iframe=False))

@@ -11,10 +11,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 from adu_assets.checks.rules import CheckOutcome, severity_for
 
@@ -24,6 +25,8 @@ def infer_schema(data: pl.LazyFrame | pl.DataFrame) -> dict[str, str]:
 
     Reads only the schema: on a `scan_parquet` frame that is the file footer, no data.
     """
+    import polars as pl
+
     schema = data.collect_schema() if isinstance(data, pl.LazyFrame) else data.schema
     return {name: str(dtype) for name, dtype in schema.items()}
 

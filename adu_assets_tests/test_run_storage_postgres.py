@@ -57,9 +57,24 @@ def test_materialization_history_lives_in_postgres(
     )
 
     proc = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
-         "--select", "shop/main/products", "--partition", PARTITION],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "adu_assets.definitions",
+            "--select",
+            "shop/main/products",
+            "--partition",
+            PARTITION,
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 

@@ -7,10 +7,12 @@ import warnings
 
 import dagster as dg
 
+from adu_assets.components.api_ingest import UPSERT_IO_MANAGER_KEY
 from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
 from adu_assets.defs_loader import DEFS_DIR_ENV, load_component_defs
 from adu_assets.demo import ensure_demo_sources
 from adu_assets.io_managers.tables import TableLandingIOManager
+from adu_assets.io_managers.upsert.io_manager import UpsertIOManager
 from adu_assets.secrets import install_log_redaction
 
 # Dagster flags backfill policies and code references as beta; they are the documented 1.13 way, so the
@@ -38,7 +40,10 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         load_component_defs(),
         dg.Definitions(
-            resources={TABLE_IO_MANAGER_KEY: TableLandingIOManager()},
+            resources={
+                TABLE_IO_MANAGER_KEY: TableLandingIOManager(),
+                UPSERT_IO_MANAGER_KEY: UpsertIOManager(),
+            },
             executor=executor(),
         ),
     )

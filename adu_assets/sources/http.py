@@ -40,6 +40,7 @@ from urllib.parse import urljoin
 import dagster as dg
 from pydantic import Field, model_validator
 
+from adu_assets.model_bounds import require_at_least, require_at_most
 from adu_assets.secrets import install_log_redaction, redact, register_secret, resolve_secret
 
 if TYPE_CHECKING:
@@ -182,11 +183,11 @@ class PaginationConfig(dg.Model):
     type: Literal["none", "page", "offset", "cursor", "next_url", "link_header"] = "none"
     page_param: str = "page"
     size_param: str | None = Field(default="page_size", description="page: sent with page_size; null to omit")
-    page_size: int | None = Field(default=100, ge=1)
+    page_size: int | None = Field(default=100)
     start_page: int = 1
     offset_param: str = "offset"
     limit_param: str = "limit"
-    limit: int = Field(default=100, ge=1)
+    limit: int = Field(default=100)
     total_path: str | None = Field(
         default=None,
         description="page/offset: dot path to the total record count; once known, pages are fetched concurrently",
@@ -196,9 +197,7 @@ class PaginationConfig(dg.Model):
     )
     cursor_param: str = "cursor"
     next_url_path: str | None = Field(default=None, description="next_url: dot path to the next page's URL")
-    max_pages: int = Field(
-        default=10_000, ge=1, description="Fail rather than page forever past this many pages"
-    )
+    max_pages: int = Field(default=10_000, description="Fail rather than page forever past this many pages")
     location: Literal["query", "body"] = Field(
         default="query",
         description="Where page/offset/cursor parameters go: the query string or the JSON body",
@@ -206,6 +205,7 @@ class PaginationConfig(dg.Model):
 
     @model_validator(mode="after")
     def _check_fields(self) -> PaginationConfig:
+        require_at_least(self, "pagination", page_size=1, limit=1, max_pages=1)
         if self.type == "cursor" and not self.cursor_path:
             raise ValueError("pagination type cursor: pagination.cursor_path is required")
         if self.type == "next_url" and not self.next_url_path:
@@ -216,13 +216,21 @@ class PaginationConfig(dg.Model):
 
 
 class RetryConfig(dg.Model):
-    max_attempts: int = Field(default=5, ge=1, description="Attempts per request, the first one included")
-    backoff_base_seconds: float = Field(default=0.5, ge=0)
-    backoff_max_seconds: float = Field(default=30.0, ge=0)
+    max_attempts: int = Field(default=5, description="Attempts per request, the first one included")
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
     retry_after_max_seconds: float = Field(
-        default=120.0, ge=0, description="Cap on a server's Retry-After, so one header cannot stall a run"
+        default=120.0, description="Cap on a server's Retry-After, so one header cannot stall a run"
     )
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = 30.0
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RetryConfig:
+        require_at_least(
+            self, "retry", max_attempts=1, backoff_base_seconds=0, backoff_max_seconds=0,
+            retry_after_max_seconds=0, timeout_seconds=0.001,
+        )
+        return self
 
 
 class RequestConfig(dg.Model):
@@ -237,12 +245,12 @@ class RequestConfig(dg.Model):
         default=None, description="Dot path to the list of records; null: the body is the list"
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    concurrency: int = Field(
-        default=4, ge=1, le=64, description="Parallel requests for page/offset with a known total"
-    )
+    concurrency: int = Field(default=4, description="Parallel requests for page/offset with a known total (1-64)")
 
     @model_validator(mode="after")
     def _check_fields(self) -> RequestConfig:
+        require_at_least(self, "request", concurrency=1)
+        require_at_most(self, "request", concurrency=64)
         if not self.url.startswith(("http://", "https://")):
             raise ValueError(f"request.url must start with http:// or https:// (got {safe_url(self.url)!r})")
         p = self.pagination

@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from adu_assets.model_bounds import require_at_least
 from adu_assets.secrets import redact
 from adu_assets.sources.connection import ConnectionConfig
 
@@ -67,22 +68,28 @@ class DestinationConfig(dg.Model):
     connection: ConnectionConfig
     table: str = Field(description='Destination table, optionally schema-qualified: "SCHEMA.TABLE"')
     mode: Literal["insert", "upsert"] = "upsert"
-    keys: list[str] = Field(default_factory=list, description="Columns that identify a row (required for upsert)")
+    keys: list[str] = Field(
+        default_factory=list, description="Columns that identify a row (required for upsert)"
+    )
     skip_when: SkipWhen | None = None
-    batch_size: int = Field(default=50_000, ge=1, description="Rows per staging batch; bounds memory")
+    batch_size: int = Field(default=50_000, description="Rows per staging batch; bounds memory")
     error_table: str | None = Field(
-        default=None, description="Keep rejected rows in this table (created if missing) instead of a Parquet file"
+        default=None,
+        description="Keep rejected rows in this table (created if missing) instead of a Parquet file",
     )
 
     @model_validator(mode="after")
     def _check(self) -> DestinationConfig:
+        require_at_least(self, "destination", batch_size=1)
         if self.connection.kind not in ("oracle", "postgres", "duckdb"):
             raise ValueError(
                 f"destination.connection.kind {self.connection.kind!r} cannot be upserted into: "
                 "use oracle, postgres or duckdb"
             )
         if self.mode == "upsert" and not self.keys:
-            raise ValueError("destination.keys is required when mode is upsert (the columns that identify a row)")
+            raise ValueError(
+                "destination.keys is required when mode is upsert (the columns that identify a row)"
+            )
         if self.skip_when is not None and self.mode != "upsert":
             raise ValueError("destination.skip_when only applies to mode: upsert")
         return self
@@ -96,7 +103,9 @@ class UpsertResult:
     unchanged: int = 0
     skipped: int = 0
     errors: int = 0
-    duplicates: int = 0  # earlier rows of a key that appeared again later in the same batch (the last one wins)
+    duplicates: int = (
+        0  # earlier rows of a key that appeared again later in the same batch (the last one wins)
+    )
     rows_in: int = 0
     seconds: float = 0.0
     error_rows_path: str | None = None
@@ -212,8 +221,14 @@ def resolve_plan(
             f"destination table {label} has no column {names} (mapped from the input). "
             f"Its columns are: {', '.join(c.name for c in catalog)}. Fix the mapping's target or add the column."
         )
-    plan = Plan(dest=dest, schema=schema, table=table, columns=list(columns), targets=targets,
-                all_target_columns=list(catalog))
+    plan = Plan(
+        dest=dest,
+        schema=schema,
+        table=table,
+        columns=list(columns),
+        targets=targets,
+        all_target_columns=list(catalog),
+    )
     for k in dest.keys:
         try:
             plan.input_name(k)
@@ -298,15 +313,21 @@ def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
         if not tc.nullable:
             checks.append((pl.col(c).is_null(), f"NOT NULL: {label}.{tc.name} cannot be null"))
         if df.schema[c] == pl.String:
-            checks.append((pl.col(c).str.contains("\x00", literal=True).fill_null(False),
-                           f"{label}.{tc.name}: text contains a NUL byte"))
+            checks.append(
+                (
+                    pl.col(c).str.contains("\x00", literal=True).fill_null(False),
+                    f"{label}.{tc.name}: text contains a NUL byte",
+                )
+            )
             if tc.max_length:
                 length = pl.col(c).str.len_bytes() if tc.length_in_bytes else pl.col(c).str.len_chars()
                 unit = "bytes" if tc.length_in_bytes else "characters"
-                checks.append((
-                    (length > tc.max_length).fill_null(False),
-                    f"value too long: {label}.{tc.name} allows {tc.max_length} {unit}",
-                ))
+                checks.append(
+                    (
+                        (length > tc.max_length).fill_null(False),
+                        f"value too long: {label}.{tc.name} allows {tc.max_length} {unit}",
+                    )
+                )
     if checks:
         flags = df.select([expr.alias(f"c{i}") for i, (expr, _) in enumerate(checks)])
         for i, (_, reason) in enumerate(checks):
@@ -351,18 +372,20 @@ def error_rows(batch: pa.Table, rejects: Rejects, plan: Plan, run_id: str) -> pa
     rows = batch.take(pa.array(rns, pa.int64())).to_pylist()  # only the rejected rows: few, off the hot path
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     keys = plan.keys or plan.columns[:1]
-    return pa.table({
-        "ADU_RUN_ID": pa.array([run_id] * len(rns), pa.string()),
-        "ADU_REJECTED_AT": pa.array([now] * len(rns), pa.timestamp("us")),
-        "ADU_TABLE": pa.array([plan.qualified_label()] * len(rns), pa.string()),
-        "ADU_KEY": pa.array(
-            [", ".join(f"{plan.target_name(k)}={r.get(k)!s}" for k in keys) for r in rows], pa.string()
-        ),
-        "ADU_REASON": pa.array([redact(rejects.reasons[rn])[:2000] for rn in rns], pa.string()),
-        "ADU_ROW": pa.array(
-            [json.dumps({k: _jsonable(v) for k, v in r.items() if k != RN}) for r in rows], pa.string()
-        ),
-    })
+    return pa.table(
+        {
+            "ADU_RUN_ID": pa.array([run_id] * len(rns), pa.string()),
+            "ADU_REJECTED_AT": pa.array([now] * len(rns), pa.timestamp("us")),
+            "ADU_TABLE": pa.array([plan.qualified_label()] * len(rns), pa.string()),
+            "ADU_KEY": pa.array(
+                [", ".join(f"{plan.target_name(k)}={r.get(k)!s}" for k in keys) for r in rows], pa.string()
+            ),
+            "ADU_REASON": pa.array([redact(rejects.reasons[rn])[:2000] for rn in rns], pa.string()),
+            "ADU_ROW": pa.array(
+                [json.dumps({k: _jsonable(v) for k, v in r.items() if k != RN}) for r in rows], pa.string()
+            ),
+        }
+    )
 
 
 class ParquetErrorFile:
@@ -458,8 +481,11 @@ def isolate(dialect: Dialect, staged: np.ndarray, rejects: Rejects) -> Counts:
             if rns.size == 1:
                 rejects.add(rns, reason)
             elif failures >= MAX_FAILED_STATEMENTS_PER_BATCH:
-                rejects.add(rns, f"not isolated (more than {MAX_FAILED_STATEMENTS_PER_BATCH} failing statements "
-                                 f"in this batch); the range failed with: {reason}")
+                rejects.add(
+                    rns,
+                    f"not isolated (more than {MAX_FAILED_STATEMENTS_PER_BATCH} failing statements "
+                    f"in this batch); the range failed with: {reason}",
+                )
             else:
                 mid = rns.size // 2
                 stack.append(rns[mid:])
@@ -471,8 +497,17 @@ def isolate(dialect: Dialect, staged: np.ndarray, rejects: Rejects) -> Counts:
 
 def _is_connection_lost(e: BaseException) -> bool:
     text = f"{type(e).__name__} {e}".lower()
-    return any(s in text for s in ("connection is closed", "server closed the connection", "connection lost",
-                                   "dpi-1080", "dpy-4011", "not connected"))
+    return any(
+        s in text
+        for s in (
+            "connection is closed",
+            "server closed the connection",
+            "connection lost",
+            "dpi-1080",
+            "dpy-4011",
+            "not connected",
+        )
+    )
 
 
 def run_upsert(
@@ -532,14 +567,23 @@ def run_upsert(
     finally:
         if error_file is not None:
             result.error_rows_path = error_file.close()
-    result.unchanged = (result.rows_in - result.inserted - result.updated - result.skipped - result.errors
-                        - result.duplicates)
+    result.unchanged = (
+        result.rows_in - result.inserted - result.updated - result.skipped - result.errors - result.duplicates
+    )
     result.seconds = time.perf_counter() - started
     log.info(
         "upsert into %s: %d in, %d inserted, %d updated, %d unchanged, %d skipped, %d duplicates, %d errors "
         "(%.1f s, %.0f rows/s)%s",
-        result.table, result.rows_in, result.inserted, result.updated, result.unchanged, result.skipped,
-        result.duplicates, result.errors, result.seconds, result.rows_per_second,
+        result.table,
+        result.rows_in,
+        result.inserted,
+        result.updated,
+        result.unchanged,
+        result.skipped,
+        result.duplicates,
+        result.errors,
+        result.seconds,
+        result.rows_per_second,
         f"; rejected rows in {result.error_location}" if result.errors else "",
     )
     return result
@@ -565,7 +609,9 @@ def open_dialect(dest: DestinationConfig, log: logging.Logger, connection: Any |
         from adu_assets.io_managers.upsert.oracle import OracleUpsert
 
         return OracleUpsert(dest, log, connection)
-    raise ValueError(f"destination.connection.kind {kind!r} cannot be upserted into: use oracle, postgres or duckdb")
+    raise ValueError(
+        f"destination.connection.kind {kind!r} cannot be upserted into: use oracle, postgres or duckdb"
+    )
 
 
 def upsert(

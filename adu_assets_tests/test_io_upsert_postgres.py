@@ -51,8 +51,14 @@ def orders(pg: PgServer, pg_db: str, monkeypatch: pytest.MonkeyPatch, tmp_path: 
         )
     monkeypatch.setenv("ADU_TEST_PG_PASSWORD", CANARY)
     dest = {
-        "connection": {"kind": "postgres", "host": pg.host, "port": pg.port, "database": pg_db,
-                       "user": f"writer_{pg_db}", "password_env": "ADU_TEST_PG_PASSWORD"},
+        "connection": {
+            "kind": "postgres",
+            "host": pg.host,
+            "port": pg.port,
+            "database": pg_db,
+            "user": f"writer_{pg_db}",
+            "password_env": "ADU_TEST_PG_PASSWORD",
+        },
         "table": "orders",
         "mode": "upsert",
         "keys": ["order_id"],
@@ -70,7 +76,9 @@ def n_tup_upd(pg: PgServer, db: str) -> int:
     with pg.connect(db) as c:
         c.execute("SELECT pg_stat_force_next_flush()")
     with pg.connect(db) as c:
-        return int(c.execute("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'orders'").fetchone()[0])
+        return int(
+            c.execute("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'orders'").fetchone()[0]
+        )
 
 
 def incoming(**overrides: Any) -> pa.Table:
@@ -87,7 +95,13 @@ def test_insert_update_skip_unchanged_exact_counts(pg: PgServer, pg_db: str, ord
     dest = DestinationConfig.model_validate(orders)
     before = n_tup_upd(pg, pg_db)
     result = upsert(dest, incoming(), run_id="run-1")
-    assert (result.inserted, result.updated, result.unchanged, result.skipped, result.errors) == (1, 1, 1, 1, 0)
+    assert (result.inserted, result.updated, result.unchanged, result.skipped, result.errors) == (
+        1,
+        1,
+        1,
+        1,
+        0,
+    )
     assert result.rows_in == 4 and result.table == "public.orders"
     got = {r[0]: (r[2], r[3], r[6]) for r in rows(pg, pg_db)}
     assert got == {1: ("apple", 1, "N"), 2: ("pear", 2, "Y"), 3: ("plum2", 3, "N"), 4: ("kiwi", 4, "N")}
@@ -108,13 +122,15 @@ def test_rerun_is_idempotent(pg: PgServer, pg_db: str, orders: dict[str, Any]) -
 
 def test_bad_rows_are_isolated_with_key_and_reason(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
     dest = DestinationConfig.model_validate({**orders, "batch_size": 3})
-    data = pa.table({
-        "order_id": [10, 11, 12, 13, 14, 15, 16],
-        "customer": [1, 1, 99, 2, 1, 1, 2],  # 12: foreign key, found only by bisection
-        "item": ["ok", "too-long-item", "ok", None, "ok", "ok", "ok"],  # 11: varchar(8), 13: NOT NULL
-        "qty": [1, 1, 1, 1, -5, 1, 1],  # 14: CHECK
-        "price": pa.array([1, 2, 3, 4, 5, 123456789012, 7], pa.int64()),  # 15: numeric(10,2) overflow
-    })
+    data = pa.table(
+        {
+            "order_id": [10, 11, 12, 13, 14, 15, 16],
+            "customer": [1, 1, 99, 2, 1, 1, 2],  # 12: foreign key, found only by bisection
+            "item": ["ok", "too-long-item", "ok", None, "ok", "ok", "ok"],  # 11: varchar(8), 13: NOT NULL
+            "qty": [1, 1, 1, 1, -5, 1, 1],  # 14: CHECK
+            "price": pa.array([1, 2, 3, 4, 5, 123456789012, 7], pa.int64()),  # 15: numeric(10,2) overflow
+        }
+    )
     result = upsert(dest, data, run_id="run-err")
     assert (result.inserted, result.errors) == (2, 5)
     assert [r[0] for r in rows(pg, pg_db)] == [1, 2, 3, 10, 16]
@@ -128,14 +144,22 @@ def test_bad_rows_are_isolated_with_key_and_reason(pg: PgServer, pg_db: str, ord
     assert "numeric field overflow" in errs["order_id=15"]
 
 
-def test_type_error_from_text_is_isolated_and_error_table(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
+def test_type_error_from_text_is_isolated_and_error_table(
+    pg: PgServer, pg_db: str, orders: dict[str, Any]
+) -> None:
     dest = DestinationConfig.model_validate({**orders, "error_table": "orders_ADU_ERRORS"})
-    data = pa.table({"order_id": [20, 21, 22], "item": ["a", "b", "c"],
-                     "ordered_at": ["2026-02-01T10:00:00+01:00", "not a time", None]})
+    data = pa.table(
+        {
+            "order_id": [20, 21, 22],
+            "item": ["a", "b", "c"],
+            "ordered_at": ["2026-02-01T10:00:00+01:00", "not a time", None],
+        }
+    )
     result = upsert(dest, data, run_id="run-types")
     assert (result.inserted, result.errors, result.error_table) == (2, 1, "public.orders_ADU_ERRORS")
-    assert rows(pg, pg_db, "SELECT order_id, ordered_at::text FROM orders WHERE order_id >= 20 ORDER BY 1") == [
-        (20, "2026-02-01 09:00:00+00"), (22, None)]
+    assert rows(
+        pg, pg_db, "SELECT order_id, ordered_at::text FROM orders WHERE order_id >= 20 ORDER BY 1"
+    ) == [(20, "2026-02-01 09:00:00+00"), (22, None)]
     kept = rows(pg, pg_db, 'SELECT "ADU_RUN_ID", "ADU_KEY", "ADU_REASON" FROM "orders_ADU_ERRORS"')
     assert len(kept) == 1 and kept[0][:2] == ("run-types", "order_id=21")
     assert "invalid input syntax for type timestamp" in kept[0][2]
@@ -148,7 +172,9 @@ def test_duplicate_keys_in_one_batch_last_wins(pg: PgServer, pg_db: str, orders:
     assert rows(pg, pg_db, "SELECT item FROM orders WHERE order_id = 30") == [("z",)]
 
 
-def test_insert_mode_appends_and_rejects_existing_keys(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
+def test_insert_mode_appends_and_rejects_existing_keys(
+    pg: PgServer, pg_db: str, orders: dict[str, Any]
+) -> None:
     dest = DestinationConfig.model_validate({**orders, "mode": "insert", "skip_when": None, "keys": []})
     result = upsert(dest, pa.table({"order_id": [3, 40, 41], "item": ["dup", "new", "new"]}), run_id="ins")
     assert (result.inserted, result.errors) == (2, 1)
@@ -159,8 +185,12 @@ def test_insert_mode_appends_and_rejects_existing_keys(pg: PgServer, pg_db: str,
 def test_reader_is_consumed_in_batches(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
     dest = DestinationConfig.model_validate({**orders, "batch_size": 1000})
     n = 5000
-    table = pa.table({"order_id": pa.array(range(100, 100 + n), pa.int32()),
-                      "item": pa.array([f"i{i % 97}" for i in range(n)])})
+    table = pa.table(
+        {
+            "order_id": pa.array(range(100, 100 + n), pa.int32()),
+            "item": pa.array([f"i{i % 97}" for i in range(n)]),
+        }
+    )
     result = upsert(dest, table.to_reader(max_chunksize=700), run_id="big")
     assert (result.inserted, result.rows_in) == (n, n)
     assert rows(pg, pg_db, "SELECT count(*) FROM orders") == [(n + 3,)]
@@ -171,7 +201,10 @@ def test_missing_column_is_one_clear_error_before_any_write(
 ) -> None:
     dest = DestinationConfig.model_validate(orders)
     assert check_destination_columns(dest, ["order_id", "item", "price"]) == {
-        "order_id": "integer", "item": "character varying", "price": "numeric"}
+        "order_id": "integer",
+        "item": "character varying",
+        "price": "numeric",
+    }
     with pytest.raises(DestinationError, match=r"public\.orders has no column 'colour'"):
         check_destination_columns(dest, ["order_id", "colour"])
     with pytest.raises(DestinationError, match=r"public\.orders has no column 'colour'"):
@@ -181,7 +214,9 @@ def test_missing_column_is_one_clear_error_before_any_write(
         upsert(DestinationConfig.model_validate({**orders, "table": "nope"}), incoming(), run_id="x")
 
 
-def test_keys_without_unique_constraint_is_a_clear_error(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
+def test_keys_without_unique_constraint_is_a_clear_error(
+    pg: PgServer, pg_db: str, orders: dict[str, Any]
+) -> None:
     dest = DestinationConfig.model_validate({**orders, "keys": ["item"]})
     with pytest.raises(DestinationError, match=r"primary key or unique constraint on \(item\)"):
         upsert(dest, incoming(), run_id="x")
@@ -195,22 +230,26 @@ def test_io_manager_materialize_reports_and_hides_password(
         return incoming()
 
     caplog.set_level(logging.DEBUG)
-    res = dg.materialize([hr_orders], resources={"upsert": UpsertIOManager()})
+    instance = dg.DagsterInstance.get()
+    res = dg.materialize([hr_orders], resources={"upsert": UpsertIOManager()}, instance=instance)
     assert res.success
     mats = res.asset_materializations_for_node("hr_orders")
     md = {k: getattr(v, "value", v) for k, v in mats[0].metadata.items()}
     assert (md["inserted"], md["updated"], md["unchanged"], md["skipped"], md["errors"]) == (1, 1, 1, 1, 0)
     assert md["dagster/row_count"] == 4 and md["dagster/table_name"] == "public.orders"
     assert md["rows_per_s"] > 0 and "duration_s" in md
-    assert CANARY not in repr(mats[0].metadata) and CANARY not in caplog.text
-    res2 = dg.materialize([hr_orders], resources={"upsert": UpsertIOManager()})
+    messages = "\n".join(e.user_message for e in instance.all_logs(res.run_id))
+    assert "upsert into public.orders: 4 in, 1 inserted, 1 updated" in messages
+    assert CANARY not in repr(mats[0].metadata) and CANARY not in caplog.text and CANARY not in messages
+    res2 = dg.materialize([hr_orders], resources={"upsert": UpsertIOManager()}, instance=instance)
     md2 = res2.asset_materializations_for_node("hr_orders")[0].metadata
     assert md2["inserted"].value == 0 and md2["updated"].value == 0 and md2["unchanged"].value == 3
+
     @dg.asset(metadata={"adu/destination": orders}, io_manager_key="upsert", name="bad_orders")
     def bad() -> pl.DataFrame:
         return pl.DataFrame({"order_id": [50, 51], "item": ["fine", "much-too-long"]})
 
-    res3 = dg.materialize([bad], resources={"upsert": UpsertIOManager()})
+    res3 = dg.materialize([bad], resources={"upsert": UpsertIOManager()}, instance=instance)
     md3 = res3.asset_materializations_for_node("bad_orders")[0].metadata
     assert md3["inserted"].value == 1 and md3["errors"].value == 1
     errs = pq.read_table(md3["error_rows_path"].value).to_pylist()

@@ -80,8 +80,11 @@ class DuckDBUpsert(Dialect):
                 f"destination table {self.dest.table} does not exist in {self.dest.connection.describe()}"
             )
         found_schema, found_table = rows[0][0], rows[0][1]
-        cols = [TargetColumn(name=r[2], type=r[3], nullable=r[4] == "YES", cast_type=r[3])
-                for r in rows if r[1] == found_table]
+        cols = [
+            TargetColumn(name=r[2], type=r[3], nullable=r[4] == "YES", cast_type=r[3])
+            for r in rows
+            if r[1] == found_table
+        ]
         # DuckDB accepts VARCHAR(n) but does not enforce n, so no length pre-check is made for it.
         return found_schema, found_table, cols
 
@@ -103,12 +106,16 @@ class DuckDBUpsert(Dialect):
                 return f"CAST(s.{q(c)} AS {tc.type})"
             return f"s.{q(c)}"
 
-        src = (f"SELECT {', '.join(f'{expr(c)} AS {q(plan.target_name(c))}' for c in plan.columns)} "  # noqa: S608
-               f"FROM {STAGE} s WHERE s.{q(RN)} BETWEEN $lo AND $hi")
+        src = (
+            f"SELECT {', '.join(f'{expr(c)} AS {q(plan.target_name(c))}' for c in plan.columns)} "  # noqa: S608
+            f"FROM {STAGE} s WHERE s.{q(RN)} BETWEEN $lo AND $hi"
+        )
         tcols = [q(plan.target_name(c)) for c in plan.columns]
         if self.dest.mode == "insert":
-            self.sql_count = "SELECT 0, 0, 0"
-            self.sql_write = f"INSERT INTO {target} ({', '.join(tcols)}) SELECT {', '.join(tcols)} FROM ({src})"  # noqa: S608
+            self.sql_count = ""
+            self.sql_write = (
+                f"INSERT INTO {target} ({', '.join(tcols)}) SELECT {', '.join(tcols)} FROM ({src})"  # noqa: S608
+            )
         else:
             keys = [q(plan.target_name(k)) for k in plan.keys]
             vals = [q(plan.target_name(v)) for v in plan.values]
@@ -118,8 +125,11 @@ class DuckDBUpsert(Dialect):
             if skip_col is not None and self.dest.skip_when is not None:
                 self.params["skip"] = self.dest.skip_when.equals
                 is_skip = f"(t.{q(skip_col)} = $skip) IS TRUE"
-            changed = (f"({', '.join(f't.{v}' for v in vals)}) IS DISTINCT FROM ({', '.join(f's.{v}' for v in vals)})"
-                       if vals else "FALSE")
+            changed = (
+                f"({', '.join(f't.{v}' for v in vals)}) IS DISTINCT FROM ({', '.join(f's.{v}' for v in vals)})"
+                if vals
+                else "FALSE"
+            )
             # Counted before the write, in the same transaction, with the same predicates as the MERGE: DuckDB has
             # one writer per file, so these are the exact numbers of what the MERGE does.
             self.sql_count = (
@@ -130,15 +140,18 @@ class DuckDBUpsert(Dialect):
             )
             matched = ""
             if vals:
-                matched = (f"WHEN MATCHED AND NOT ({is_skip}) AND {changed} THEN UPDATE SET "
-                           f"{', '.join(f'{v} = s.{v}' for v in vals)} ")
+                matched = (
+                    f"WHEN MATCHED AND NOT ({is_skip}) AND {changed} THEN UPDATE SET "
+                    f"{', '.join(f'{v} = s.{v}' for v in vals)} "
+                )
             self.sql_write = (
                 f"MERGE INTO {target} t USING ({src}) s ON ({on}) {matched}"  # noqa: S608
                 f"WHEN NOT MATCHED THEN INSERT ({', '.join(tcols)}) VALUES ({', '.join(f's.{c}' for c in tcols)})"
             )
         try:
             self.conn.execute(f"EXPLAIN {self.sql_write}", {"lo": 0, "hi": 0, **self.params})
-            self.conn.execute(f"EXPLAIN {self.sql_count}", {"lo": 0, "hi": 0, **self.params})
+            if self.sql_count:
+                self.conn.execute(f"EXPLAIN {self.sql_count}", {"lo": 0, "hi": 0, **self.params})
         except Exception as e:
             raise DestinationError(
                 f"destination table {plan.qualified_label()} cannot take the input columns: {self.error_message(e)}"
@@ -166,8 +179,10 @@ class DuckDBUpsert(Dialect):
                 f"RETURNING {q(RN)}"
             ).fetchall()
             if rows:
-                rejects.add(np.array([r[0] for r in rows]),
-                            f"type: {plan.qualified_label()}.{plan.target_name(c)} is {typ}; the value does not convert")
+                rejects.add(
+                    np.array([r[0] for r in rows]),
+                    f"type: {plan.qualified_label()}.{plan.target_name(c)} is {typ}; the value does not convert",
+                )
         for name, expr in self.checks:
             try:
                 rows = self.conn.execute(
@@ -176,8 +191,10 @@ class DuckDBUpsert(Dialect):
             except Exception:
                 continue  # a CHECK over columns that are not in the input: left to bisection
             if rows:
-                rejects.add(np.array([r[0] for r in rows]),
-                            f"CHECK constraint {name} of {plan.qualified_label()} violated: {expr}")
+                rejects.add(
+                    np.array([r[0] for r in rows]),
+                    f"CHECK constraint {name} of {plan.qualified_label()} violated: {expr}",
+                )
         return rejects
 
     @contextmanager
@@ -192,10 +209,10 @@ class DuckDBUpsert(Dialect):
 
     def apply(self, lo: int, hi: int) -> Counts:
         params = {"lo": lo, "hi": hi, **self.params}
-        ins, skipped, upd = self.conn.execute(self.sql_count, params).fetchone()
-        written = self.conn.execute(self.sql_write, params).fetchone()
         if self.dest.mode == "insert":
-            return Counts(inserted=int(written[0]))
+            return Counts(inserted=int(self.conn.execute(self.sql_write, params).fetchone()[0]))
+        ins, skipped, upd = self.conn.execute(self.sql_count, params).fetchone()
+        self.conn.execute(self.sql_write, params)
         return Counts(inserted=int(ins), updated=int(upd), skipped=int(skipped))
 
     def end_batch(self) -> None:
@@ -206,7 +223,9 @@ class DuckDBUpsert(Dialect):
         if schema is None and self.plan is not None:
             schema = self.plan.schema
         target = f"{q(schema)}.{q(table)}" if schema else q(table)
-        ddl = ", ".join(f"{q(c)} {'TIMESTAMP' if c == 'ADU_REJECTED_AT' else 'VARCHAR'}" for c in ERROR_COLUMNS)
+        ddl = ", ".join(
+            f"{q(c)} {'TIMESTAMP' if c == 'ADU_REJECTED_AT' else 'VARCHAR'}" for c in ERROR_COLUMNS
+        )
         view = f"adu_err_{uuid.uuid4().hex[:8]}"
         self.conn.execute(f"CREATE TABLE IF NOT EXISTS {target} ({ddl})")
         self.conn.register(view, rows)
@@ -227,4 +246,3 @@ class DuckDBUpsert(Dialect):
     def close(self) -> None:
         if self._own:
             self.conn.close()
-

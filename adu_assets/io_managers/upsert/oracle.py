@@ -63,8 +63,12 @@ def connect(dest: DestinationConfig) -> Any:
 
     c = dest.connection
     try:
-        return oracledb.connect(user=c.user, password=c.resolve_password(),
-                                dsn=f"{c.host}:{c.resolved_port}/{c.service}", **c.options)
+        return oracledb.connect(
+            user=c.user,
+            password=c.resolve_password(),
+            dsn=f"{c.host}:{c.resolved_port}/{c.service}",
+            **c.options,
+        )
     except Exception as e:
         raise scrub_exception(e, f"cannot connect to {c.describe()}") from None
 
@@ -83,7 +87,9 @@ def merge_sql(plan: Plan, target: str, stage: str, skip_col: str | None) -> str:
         guard.append("(" + " OR ".join(f"DECODE(t.{v}, s.{v}, 0, 1) = 1" for v in vals) + ")")
         lines.append(f"WHEN MATCHED THEN UPDATE SET {', '.join(f't.{v} = s.{v}' for v in vals)}")
         lines.append(f"  WHERE {' AND '.join(guard)}")
-    lines.append(f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join(f's.{c}' for c in cols)})")
+    lines.append(
+        f"WHEN NOT MATCHED THEN INSERT ({', '.join(cols)}) VALUES ({', '.join(f's.{c}' for c in cols)})"
+    )
     return "\n".join(lines)
 
 
@@ -94,13 +100,15 @@ def count_sql(plan: Plan, target: str, stage: str, skip_col: str | None) -> str:
     is_skip = f"DECODE(t.{q(skip_col)}, :skip, 1, 0) = 1" if skip_col else "1 = 0"
     not_skip = f"DECODE(t.{q(skip_col)}, :skip, 1, 0) = 0" if skip_col else "1 = 1"
     changed = "(" + " OR ".join(f"DECODE(t.{v}, s.{v}, 0, 1) = 1" for v in vals) + ")" if vals else "1 = 0"
-    return "\n".join([
-        "SELECT COUNT(CASE WHEN t.ADU_M IS NULL THEN 1 END),",
-        f"  COUNT(CASE WHEN t.ADU_M = 1 AND {is_skip} THEN 1 END),",
-        f"  COUNT(CASE WHEN t.ADU_M = 1 AND {not_skip} AND {changed} THEN 1 END)",
-        f"FROM (SELECT {', '.join(cols)} FROM {stage} WHERE {q(STAGE_RN)} BETWEEN :lo AND :hi) s",
-        f"LEFT JOIN (SELECT x.*, 1 AS ADU_M FROM {target} x) t ON ({' AND '.join(f't.{k} = s.{k}' for k in keys)})",
-    ])
+    return "\n".join(
+        [
+            "SELECT COUNT(CASE WHEN t.ADU_M IS NULL THEN 1 END),",
+            f"  COUNT(CASE WHEN t.ADU_M = 1 AND {is_skip} THEN 1 END),",
+            f"  COUNT(CASE WHEN t.ADU_M = 1 AND {not_skip} AND {changed} THEN 1 END)",
+            f"FROM (SELECT {', '.join(cols)} FROM {stage} WHERE {q(STAGE_RN)} BETWEEN :lo AND :hi) s",
+            f"LEFT JOIN (SELECT x.*, 1 AS ADU_M FROM {target} x) t ON ({' AND '.join(f't.{k} = s.{k}' for k in keys)})",
+        ]
+    )
 
 
 class OracleUpsert(Dialect):
@@ -133,11 +141,15 @@ class OracleUpsert(Dialect):
                 continue
             dtype = str(r[3])
             is_char = dtype in CHAR_TYPES
-            cols.append(TargetColumn(
-                name=r[2], type=dtype, nullable=r[6] == "Y",
-                max_length=int(r[4]) if is_char and r[4] else None,
-                length_in_bytes=is_char and r[5] == "B",
-            ))
+            cols.append(
+                TargetColumn(
+                    name=r[2],
+                    type=dtype,
+                    nullable=r[6] == "Y",
+                    max_length=int(r[4]) if is_char and r[4] else None,
+                    length_in_bytes=is_char and r[5] == "B",
+                )
+            )
         # Keep the owner only when the YAML named one: unqualified SQL then resolves like the user's own session.
         return (found_owner if owner else None), found_table, cols
 
@@ -167,22 +179,34 @@ class OracleUpsert(Dialect):
             e_owner, e_name = split_table(self.dest.error_table)
             self.error_target = f"{q(e_owner)}.{q(e_name)}" if e_owner else q(e_name)
             if not self._exists(e_owner, e_name):
-                types = {"ADU_RUN_ID": "VARCHAR2(128)", "ADU_REJECTED_AT": "TIMESTAMP", "ADU_TABLE": "VARCHAR2(261)",
-                         "ADU_KEY": "VARCHAR2(4000)", "ADU_REASON": "VARCHAR2(4000)", "ADU_ROW": "CLOB"}
-                ddl.append(f"CREATE TABLE {self.error_target} "
-                           f"({', '.join(f'{q(c)} {types[c]}' for c in ERROR_COLUMNS)})")
+                types = {
+                    "ADU_RUN_ID": "VARCHAR2(128)",
+                    "ADU_REJECTED_AT": "TIMESTAMP",
+                    "ADU_TABLE": "VARCHAR2(261)",
+                    "ADU_KEY": "VARCHAR2(4000)",
+                    "ADU_REASON": "VARCHAR2(4000)",
+                    "ADU_ROW": "CLOB",
+                }
+                ddl.append(
+                    f"CREATE TABLE {self.error_target} "
+                    f"({', '.join(f'{q(c)} {types[c]}' for c in ERROR_COLUMNS)})"
+                )
         with self.conn.cursor() as cur:
             for stmt in ddl:
                 cur.execute(stmt)
-        self.sql_stage = (f"INSERT INTO {stage} ({q(STAGE_RN)}, {', '.join(tcols)}) "  # noqa: S608
-                          f"VALUES ({', '.join(f':{i + 1}' for i in range(len(tcols) + 1))})")
+        self.sql_stage = (
+            f"INSERT INTO {stage} ({q(STAGE_RN)}, {', '.join(tcols)}) "  # noqa: S608
+            f"VALUES ({', '.join(f':{i + 1}' for i in range(len(tcols) + 1))})"
+        )
         skip_col = plan.skip_target_column() if self.dest.mode == "upsert" else None
         if skip_col is not None and self.dest.skip_when is not None:
             self.skip_bind = {"skip": self.dest.skip_when.equals}
         if self.dest.mode == "insert":
             self.sql_count = ""
-            self.sql_write = (f"INSERT INTO {target} ({', '.join(tcols)}) SELECT {', '.join(tcols)} "  # noqa: S608
-                              f"FROM {stage} WHERE {q(STAGE_RN)} BETWEEN :lo AND :hi")
+            self.sql_write = (
+                f"INSERT INTO {target} ({', '.join(tcols)}) SELECT {', '.join(tcols)} "  # noqa: S608
+                f"FROM {stage} WHERE {q(STAGE_RN)} BETWEEN :lo AND :hi"
+            )
         else:
             self.sql_count = count_sql(plan, target, stage, skip_col)
             self.sql_write = merge_sql(plan, target, stage, skip_col)
@@ -200,7 +224,9 @@ class OracleUpsert(Dialect):
             target_type = plan.targets[name].type if name in plan.targets else "NUMBER"
             if pa.types.is_timestamp(t):
                 if t.tz:
-                    col = pc.cast(col, pa.timestamp(t.unit))  # the UTC wall time; Oracle TIMESTAMP keeps no zone
+                    col = pc.cast(
+                        col, pa.timestamp(t.unit)
+                    )  # the UTC wall time; Oracle TIMESTAMP keeps no zone
                 sizes.append(oracledb.DB_TYPE_TIMESTAMP)
             elif pa.types.is_date(t):
                 sizes.append(oracledb.DB_TYPE_DATE)
@@ -229,7 +255,9 @@ class OracleUpsert(Dialect):
                 cur.setinputsizes(*sizes)
                 cur.executemany(self.sql_stage, rows, batcherrors=True)
                 for err in cur.getbatcherrors():
-                    rejects.add(np.array([rns[start + int(err.offset)]]), redact(str(getattr(err, "message", err))))
+                    rejects.add(
+                        np.array([rns[start + int(err.offset)]]), redact(str(getattr(err, "message", err)))
+                    )
         return rejects
 
     @contextmanager
@@ -253,8 +281,12 @@ class OracleUpsert(Dialect):
             ins, skipped, upd = cur.fetchone()
             cur.execute(self.sql_write, {**binds, **self.skip_bind})
             if int(cur.rowcount) != int(ins) + int(upd):
-                self.log.warning("MERGE into %s touched %s rows, expected %s (concurrent writer?)",
-                                 self.dest.table, cur.rowcount, int(ins) + int(upd))
+                self.log.warning(
+                    "MERGE into %s touched %s rows, expected %s (concurrent writer?)",
+                    self.dest.table,
+                    cur.rowcount,
+                    int(ins) + int(upd),
+                )
         return Counts(inserted=int(ins), updated=int(upd), skipped=int(skipped))
 
     def end_batch(self) -> None:

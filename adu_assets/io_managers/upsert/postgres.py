@@ -129,8 +129,11 @@ class PostgresUpsert(Dialect):
                 cast = f"{udt.lstrip('_')}[]"
             else:
                 cast = data_type
-            cols.append(TargetColumn(name=r[2], type=data_type, nullable=r[6] == "YES", max_length=r[7],
-                                     cast_type=cast))
+            cols.append(
+                TargetColumn(
+                    name=r[2], type=data_type, nullable=r[6] == "YES", max_length=r[7], cast_type=cast
+                )
+            )
         return found_schema, found_table, cols
 
     def target_sql(self, plan: Plan) -> str:
@@ -152,12 +155,16 @@ class PostgresUpsert(Dialect):
             return f"s.{q(c)}"
 
         tcols = [q(plan.target_name(c)) for c in plan.columns]
-        src = (f"SELECT {', '.join(f'{expr(c)} AS {q(plan.target_name(c))}' for c in plan.columns)} "
-               f"FROM {STAGE} s WHERE s.{q(RN)} BETWEEN %(lo)s AND %(hi)s")
+        src = (
+            f"SELECT {', '.join(f'{expr(c)} AS {q(plan.target_name(c))}' for c in plan.columns)} "
+            f"FROM {STAGE} s WHERE s.{q(RN)} BETWEEN %(lo)s AND %(hi)s"
+        )
         insert = f"INSERT INTO {target} AS t ({', '.join(tcols)}) SELECT {', '.join(tcols)} FROM src"
         if self.dest.mode == "insert":
-            self.sql_apply = (f"WITH src AS ({src}), w AS ({insert} RETURNING 1) "  # noqa: S608
-                              "SELECT 0, count(*), 0 FROM w")
+            self.sql_apply = (
+                f"WITH src AS ({src}), w AS ({insert} RETURNING 1) "  # noqa: S608
+                "SELECT 0, count(*), 0 FROM w"
+            )
         else:
             self._require_unique_key(plan)
             keys = [q(plan.target_name(k)) for k in plan.keys]
@@ -169,13 +176,19 @@ class PostgresUpsert(Dialect):
                 self.params["skip"] = self.dest.skip_when.equals
                 not_skipped = f"(t.{q(skip_col)} = %(skip)s) IS NOT TRUE"
                 on = " AND ".join(f"t.{k} = src.{k}" for k in keys)
-                skipped_cte = (f"SELECT count(*) AS n FROM src JOIN {target} t ON {on} "  # noqa: S608
-                               f"WHERE (t.{q(skip_col)} = %(skip)s) IS TRUE")
+                skipped_cte = (
+                    f"SELECT count(*) AS n FROM src JOIN {target} t ON {on} "  # noqa: S608
+                    f"WHERE (t.{q(skip_col)} = %(skip)s) IS TRUE"
+                )
             if vals:
-                changed = (f"({', '.join(f't.{v}' for v in vals)}) IS DISTINCT FROM "
-                           f"({', '.join(f'EXCLUDED.{v}' for v in vals)})")
-                action = (f"DO UPDATE SET {', '.join(f'{v} = EXCLUDED.{v}' for v in vals)} "
-                          f"WHERE {not_skipped} AND {changed}")
+                changed = (
+                    f"({', '.join(f't.{v}' for v in vals)}) IS DISTINCT FROM "
+                    f"({', '.join(f'EXCLUDED.{v}' for v in vals)})"
+                )
+                action = (
+                    f"DO UPDATE SET {', '.join(f'{v} = EXCLUDED.{v}' for v in vals)} "
+                    f"WHERE {not_skipped} AND {changed}"
+                )
             else:
                 action = "DO NOTHING"
             # xmax = 0 only on a freshly inserted tuple: the exact split of RETURNING rows into inserted/updated.
@@ -223,7 +236,7 @@ class PostgresUpsert(Dialect):
         for name, definition in rows:
             body = definition.removesuffix(" NOT VALID")
             if body.startswith("CHECK "):
-                out.append((name, body[len("CHECK "):]))
+                out.append((name, body[len("CHECK ") :]))
         return out
 
     # -- per batch --
@@ -236,7 +249,7 @@ class PostgresUpsert(Dialect):
         with self.conn.cursor() as cur, cur.copy(f"COPY {STAGE} ({cols}) FROM STDIN (FORMAT csv)") as copy:
             view = buf.getbuffer()
             for i in range(0, len(view), 1 << 20):
-                copy.write(view[i:i + (1 << 20)])
+                copy.write(view[i : i + (1 << 20)])
         rejects = Rejects()
         plan = self.plan
         assert plan is not None
@@ -251,8 +264,10 @@ class PostgresUpsert(Dialect):
             except Exception:
                 continue
             if rows:
-                rejects.add(np.array([r[0] for r in rows]),
-                            f"CHECK constraint {name} of {plan.qualified_label()} violated: {expr}")
+                rejects.add(
+                    np.array([r[0] for r in rows]),
+                    f"CHECK constraint {name} of {plan.qualified_label()} violated: {expr}",
+                )
         return rejects
 
     @contextmanager
@@ -278,8 +293,10 @@ class PostgresUpsert(Dialect):
         cols = ", ".join(q(c) for c in ERROR_COLUMNS)
         marks = ", ".join(["%s"] * len(ERROR_COLUMNS))
         with self.conn.cursor() as cur:
-            cur.executemany(f"INSERT INTO {target} ({cols}) VALUES ({marks})",  # noqa: S608
-                            list(zip(*[rows.column(c).to_pylist() for c in ERROR_COLUMNS], strict=True)))
+            cur.executemany(
+                f"INSERT INTO {target} ({cols}) VALUES ({marks})",  # noqa: S608
+                list(zip(*[rows.column(c).to_pylist() for c in ERROR_COLUMNS], strict=True)),
+            )
         return f"{schema}.{table}" if schema else table
 
     def commit(self) -> None:

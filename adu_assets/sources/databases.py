@@ -82,6 +82,9 @@ def new_duckdb(database: str = ":memory:", *, threads: int | None = None) -> duc
     con = duckdb.connect(database, config=config)
     # Daily partitions are UTC days; make timestamptz comparisons independent of the host's zone.
     con.execute("SET TimeZone = 'UTC'")
+    # Row order inside a partition carries no meaning (a PostgreSQL heap has none); not preserving it lets
+    # DuckDB write Parquet and warehouse tables from all threads at once (measured 10-40% faster).
+    con.execute("SET preserve_insertion_order = false")
     return con
 
 

@@ -1,10 +1,10 @@
 """`adu`: the few things Dagster's own CLI does not do.
 
-    adu secrets generate-key            print a new Fernet key (put it first in ADU_FERNET_KEY)
-    adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin) with the newest key
-    adu secrets rotate TOKEN            re-encrypt a token under the newest key
-    adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
-    adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
+adu secrets generate-key            print a new Fernet key (put it first in ADU_FERNET_KEY)
+adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin) with the newest key
+adu secrets rotate TOKEN            re-encrypt a token under the newest key
+adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
+adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _refresh_state(args: argparse.Namespace) -> int:
 
     tree = component_tree()
     refreshed = 0
-    for component in tree.get_all_components(of_type=dg.StateBackedComponent):
+    for component in tree.get_all_components(of_type=dg.StateBackedComponent):  # type: ignore[type-abstract]
         key = component.defs_state_config.key
         try:
             asyncio.run(component.refresh_state(tree.project_root))
@@ -62,15 +62,26 @@ def _demo(args: argparse.Namespace) -> int:
     folder = ensure_demo_sources()
     print(f"demo sources in {folder}")
     cmd = [
-        sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
-        "--select", args.select, "--partition", args.partition,
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "adu_assets.definitions",
+        "--select",
+        args.select,
+        "--partition",
+        args.partition,
     ]
     print("running:", " ".join(cmd), flush=True)
     return subprocess.call(cmd, env=os.environ.copy())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="adu", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="adu", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("secrets", help="Fernet keys and encrypted credentials")

@@ -176,8 +176,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         results = self.evaluate_checks(rows, {s.name for s in specs})
         failed_blocking = [r for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]
         if failed_blocking:
-            for r in results:
-                yield r
+            yield from results
             names = ", ".join(r.check_name or "" for r in failed_blocking)
             raise dg.Failure(
                 description=f"{self.name} {partition}: blocking check(s) failed ({names}); "

@@ -51,12 +51,14 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
 
     name: str = Field(description="Asset key prefix and group name")
     connection: ConnectionConfig
-    schema: str = Field(default="public", description="Source schema (main for DuckDB/SQLite files)")
+    schema: str = Field(  # type: ignore[assignment]  # shadows BaseModel.schema; the YAML contract says `schema`
+        default="public", description="Source schema (main for DuckDB/SQLite files)"
+    )
     tables: list[TableConfig] | None = Field(
         default=None, description="Tables to export; omit to export every base table of the schema"
     )
     start_date: str = Field(description="First daily partition, YYYY-MM-DD")
-    destinations: list[Destination] = Field(default_factory=lambda: ["parquet", "duckdb"])
+    destinations: list[Destination] = Field(default_factory=lambda: list[Destination](["parquet", "duckdb"]))
     schedule: str | None = Field(default=None, description="Cron string; one schedule for the component")
     timezone: str = "UTC"
     owners: list[str] = Field(default_factory=list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         return landed_frame(self.root(), context.asset_key, destinations, partitions)
 
 
-def landed_frame(root: Path, key: dg.AssetKey, destinations: list[str], partitions: list[str]) -> Any:
+def landed_frame(root: Path, key: dg.AssetKey, destinations: Sequence[str], partitions: list[str]) -> Any:
     """The landed rows of `partitions` (all when empty) as a polars LazyFrame: Parquet when it was a
     destination (scanned lazily), else the warehouse table."""
     import polars as pl
@@ -82,13 +83,15 @@ def landed_frame(root: Path, key: dg.AssetKey, destinations: list[str], partitio
         if partitions:
             sql += f" WHERE {PARTITION_COLUMN} IN (SELECT CAST(unnest(?) AS DATE))"
             params.append(partitions)
-        return pl.from_arrow(con.execute(sql, params).arrow()).lazy()
+        frame = pl.from_arrow(con.execute(sql, params).arrow())
+        assert isinstance(frame, pl.DataFrame)
+        return frame.lazy()
 
 
 def previous_landed_frame(
     root: Path,
     key: dg.AssetKey,
-    destinations: list[str],
+    destinations: Sequence[str],
     partitions_def: dg.PartitionsDefinition,
     partition: str,
     *,

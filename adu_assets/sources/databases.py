@@ -72,7 +72,7 @@ def extension_path(kind: str) -> Path:
 def new_duckdb(database: str = ":memory:", *, threads: int | None = None) -> duckdb.DuckDBPyConnection:
     import duckdb
 
-    config: dict[str, str | bool | int] = {
+    config: dict[str, str | bool | int | float | list[str]] = {
         # Air-gapped: an extension is loaded by path or not at all.
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,

@@ -1,0 +1,452 @@
+"""`type: adu_assets.FileDrop`: files dropped into a folder, landed in Parquet and the DuckDB warehouse.
+
+One asset keyed `[name]` with one dynamic partition per file (its path relative to `folder`), and a sensor
+`<name>_file_sensor` that adds a partition and requests one run for every new file. The sensor's cursor
+holds the files it has handed out as `{path: [size, mtime_ns]}`, so each version of a file runs exactly
+once: a file dropped again with new content (another size or mtime) is a new version and replaces its
+partition; a file that was deleted leaves the cursor, so the cursor only grows with the folder.
+
+A file is read by DuckDB (`read_csv` / `read_json` / `read_parquet`), streaming from disk into Parquet
+without rows passing through Python, and landed with the same code as the database exports:
+  parquet/<name>/adu_partition=<file>/data.parquet  and  warehouse table "<name>"."<name>"
+where the warehouse's `adu_partition` column holds the file's path (text, not a date as for exports).
+
+A file DuckDB cannot read (bad syntax, wrong extension, a column whose type clashes with the warehouse
+table) is moved to `quarantine_folder` beside a `<file>.reason.txt`, and that file's run fails with the
+reason. Other files are separate runs and go on. To retry a quarantined file, fix it and drop it again.
+"""
+
+import shutil
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+from pydantic import Field, field_validator, model_validator
+
+from adu_assets.settings import data_root, expand_path
+
+if TYPE_CHECKING:
+    import duckdb
+
+FileFormat = Literal["auto", "csv", "json", "ndjson", "parquet"]
+Destination = Literal["parquet", "duckdb"]
+
+EXTENSIONS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".json": "json",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+# Files still being written by common tools, and our own reason notes.
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".reason.txt", "~")
+REASON_SUFFIX = ".reason.txt"
+ALL_DESTINATIONS: tuple[Destination, ...] = ("parquet", "duckdb")
+
+
+class FileDrop(dg.Component, dg.Resolvable, dg.Model):
+    """Ingest CSV, JSON, NDJSON and Parquet files that appear in a folder, each exactly once."""
+
+    name: str = Field(description="Asset key and group name")
+    folder: str = Field(description="Folder to watch; ~ and ${ENV} are expanded")
+    glob: str = Field(
+        default="*", description='Files to pick up, relative to folder (e.g. "*.csv", "**/*.json")'
+    )
+    format: FileFormat = Field(
+        default="auto", description="auto (by extension) | csv | json | ndjson | parquet"
+    )
+    destinations: list[Destination] = Field(default_factory=lambda: list(ALL_DESTINATIONS))
+    quarantine_folder: str | None = Field(
+        default=None,
+        description="Where unreadable files go, with a .reason.txt (default: <folder>/quarantine)",
+    )
+    start_date: str | None = Field(
+        default=None, description="Ignore files last modified before this date (YYYY-MM-DD)"
+    )
+    min_age_seconds: int = Field(
+        default=10,
+        description="A file modified more recently is left for a later tick (it may still be written)",
+    )
+    max_files_per_tick: int = Field(
+        default=50, description="At most this many runs requested per sensor tick"
+    )
+    minimum_interval_seconds: int = Field(default=30, description="Seconds between two looks at the folder")
+    owners: list[str] = Field(default_factory=list)
+    description: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_key(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c == "_" for c in v):
+            raise ValueError(f"name {v!r} must be letters, digits and underscores (it becomes an asset key)")
+        return v
+
+    @field_validator("start_date")
+    @classmethod
+    def _iso_date(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                datetime.strptime(v, "%Y-%m-%d")
+            except ValueError:
+                raise ValueError(f"start_date {v!r} must be a date like 2024-01-31") from None
+        return v
+
+    # Bounds are checked here rather than with Field(ge=...): Dagster's resolver rejects Annotated types.
+    @model_validator(mode="after")
+    def _check_numbers(self) -> "FileDrop":
+        if not self.destinations:
+            raise ValueError("destinations must name at least one of: parquet, duckdb")
+        if self.min_age_seconds < 0:
+            raise ValueError("min_age_seconds must be 0 or more")
+        if self.max_files_per_tick < 1:
+            raise ValueError("max_files_per_tick must be 1 or more")
+        if self.minimum_interval_seconds < 1:
+            raise ValueError("minimum_interval_seconds must be 1 or more")
+        return self
+
+    # --- paths ---------------------------------------------------------------------------------------
+
+    def folder_path(self) -> Path:
+        return expand_path(self.folder)
+
+    def quarantine_path(self) -> Path:
+        return (
+            expand_path(self.quarantine_folder)
+            if self.quarantine_folder
+            else self.folder_path() / "quarantine"
+        )
+
+    def asset_key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.name])
+
+    def partitions_def(self) -> dg.DynamicPartitionsDefinition:
+        return dg.DynamicPartitionsDefinition(name=f"{self.name}_files")
+
+    def job_name(self) -> str:
+        return f"{self.name}_job"
+
+    def sensor_name(self) -> str:
+        return f"{self.name}_file_sensor"
+
+    # --- definitions ---------------------------------------------------------------------------------
+
+    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
+        asset = self.build_asset()
+        job = dg.define_asset_job(
+            self.job_name(),
+            selection=[self.asset_key()],
+            partitions_def=self.partitions_def(),
+            description=f"Land one file of {self.folder}",
+            tags={"adu/component": self.name},
+        )
+        return dg.Definitions(assets=[asset], jobs=[job], sensors=[self.build_sensor(job)])
+
+    def build_asset(self) -> dg.AssetsDefinition:
+        component = self
+
+        @dg.asset(
+            key=self.asset_key(),
+            group_name=self.name,
+            kinds={"file", *self.destinations},
+            owners=self.owners or None,
+            description=self.description
+            or f"Files matching {self.glob} in {self.folder}, one partition per file",
+            partitions_def=self.partitions_def(),
+            metadata={"adu/destinations": list(self.destinations), "adu/folder": self.folder},
+            tags={**self.tags, "adu/kind": "file_drop"},
+        )
+        def ingest_file(context: dg.AssetExecutionContext) -> dg.MaterializeResult[Any]:
+            return component.ingest(context.partition_key, context.log, context.run_id)
+
+        return ingest_file
+
+    def build_sensor(self, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+        component = self
+
+        @dg.sensor(
+            name=self.sensor_name(),
+            job=job,
+            minimum_interval_seconds=self.minimum_interval_seconds,
+            # The folder is the whole point of the component: watching it should not need a click.
+            default_status=dg.DefaultSensorStatus.RUNNING,
+            description=f"Requests one run per new file matching {self.glob} in {self.folder}",
+            tags={"adu/component": self.name},
+        )
+        def file_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+            return component.evaluate_sensor(context.cursor, now=time.time())
+
+        return file_sensor
+
+    # --- the sensor ----------------------------------------------------------------------------------
+
+    def list_files(self, now: float) -> dict[str, tuple[int, int]]:
+        """Files ready to ingest: {path relative to folder: (size, mtime_ns)}."""
+        folder = self.folder_path()
+        if not folder.is_dir():
+            return {}
+        quarantine = self.quarantine_path().resolve()
+        not_before = (
+            datetime.strptime(self.start_date, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+            if self.start_date
+            else None
+        )
+        found: dict[str, tuple[int, int]] = {}
+        for path in folder.glob(self.glob):
+            if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+                continue
+            try:
+                stat = path.stat()
+            except FileNotFoundError:  # moved away between listing and stat
+                continue
+            if not path.is_file() or path.resolve().is_relative_to(quarantine):
+                continue
+            if now - stat.st_mtime < self.min_age_seconds:
+                continue
+            if not_before is not None and stat.st_mtime < not_before:
+                continue
+            found[path.relative_to(folder).as_posix()] = (stat.st_size, stat.st_mtime_ns)
+        return found
+
+    def evaluate_sensor(self, raw_cursor: str | None, *, now: float) -> dg.SensorResult:
+        seen = load_file_cursor(raw_cursor)
+        files = self.list_files(now)
+        # Oldest first, so a backlog is worked through in the order it arrived.
+        new = sorted(
+            (rel for rel, sig in files.items() if seen.get(rel) != sig), key=lambda r: (files[r][1], r)
+        )
+        taken = new[: self.max_files_per_tick]
+        cursor = {rel: sig for rel, sig in seen.items() if rel in files}
+        cursor.update({rel: files[rel] for rel in taken})
+        encoded = dump_file_cursor(cursor)
+        if not taken:
+            return dg.SensorResult(
+                skip_reason=dg.SkipReason(f"no new files in {self.folder} ({len(files)} already processed)"),
+                cursor=encoded,
+            )
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    partition_key=rel,
+                    # The run key names the file version: even a lost cursor cannot run it twice.
+                    run_key=f"{rel}:{files[rel][0]}:{files[rel][1]}",
+                    tags={"adu/file": rel[-200:], "adu/trigger": "file_drop"},
+                )
+                for rel in taken
+            ],
+            dynamic_partitions_requests=[self.partitions_def().build_add_request(taken)],
+            cursor=encoded,
+        )
+
+    # --- the asset -----------------------------------------------------------------------------------
+
+    def file_format(self, path: Path) -> str | None:
+        if self.format != "auto":
+            return self.format
+        return EXTENSIONS.get(path.suffix.lower())
+
+    def ingest(self, rel: str, logger: Any, run_id: str) -> dg.MaterializeResult[Any]:
+        from adu_assets.sources.databases import new_duckdb
+
+        path = self.folder_path() / rel
+        if not path.is_file():
+            raise dg.Failure(
+                f"{self.name}: {path} is gone (moved or deleted after the sensor saw it); drop it again to retry",
+                allow_retries=False,
+            )
+        fmt = self.file_format(path)
+        if fmt is None:
+            reason = (
+                f"cannot tell the format of {path.name} from its extension; name it .csv, .json, .ndjson or "
+                f".parquet, or set format: in {self.name}'s YAML"
+            )
+            self._reject(path, rel, reason, run_id)
+        if path.stat().st_size == 0:
+            self._reject(path, rel, "the file is empty", run_id)
+        import duckdb
+
+        error: str | None = None
+        con = new_duckdb()
+        try:
+            metadata = self._land(con, path, rel, fmt)
+        # What the file itself can cause: bad syntax or encoding, or values that do not fit the column
+        # types (of the file, or of the warehouse table earlier files made). Other errors (disk, lock, our
+        # own SQL) fail the run but leave the file where it is, to be retried.
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
+            error = f"DuckDB could not read it as {fmt}: {e}"
+        finally:
+            con.close()
+        if error is not None:
+            # Outside the except block, so the DuckDB traceback is not chained into the event log as well.
+            self._reject(path, rel, error, run_id)
+        logger.info(
+            f"landed {metadata['dagster/row_count'].value} rows of {rel} in {', '.join(self.destinations)}"
+        )
+        return dg.MaterializeResult(metadata={**metadata, "file": rel, "format": fmt})
+
+    def _land(self, con: "duckdb.DuckDBPyConnection", path: Path, rel: str, fmt: str) -> dict[str, Any]:
+        from adu_assets.io_managers.landing import land
+        from adu_assets.sources.catalog import TableInfo
+        from adu_assets.sources.databases import TableStream
+
+        root = data_root()
+        key = self.asset_key()
+        stream = TableStream(
+            con=con,
+            sql=f"SELECT * FROM {reader_sql(path, fmt)}",
+            table=TableInfo(schema=self.name, name=rel),
+            source_label=f"file:{path}",
+            # The Parquet folder is named after the partition; a "/" from a sub-folder would nest it.
+            partition_keys=[landing_key(rel)],
+        )
+        metadata: dict[str, Any] = {}
+        parquet_files: list[Path] = []
+        if "parquet" in self.destinations:
+            metadata = land(stream, ["parquet"], root, key)
+            parquet_files = [Path(str(metadata["path"].value))]
+        if "duckdb" in self.destinations:
+            source = (
+                f"SELECT * FROM read_parquet({sql_literal(str(parquet_files[0]))}, hive_partitioning = false)"
+                if parquet_files
+                else stream.sql
+            )
+            rows, columns, table = load_file_into_warehouse(con, source, root, key, rel)
+            metadata["dagster/table_name"] = f"{root / 'warehouse.duckdb'}:{table}"
+            metadata["warehouse_rows"] = dg.MetadataValue.int(rows)
+            if not parquet_files:
+                metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
+                metadata["dagster/column_schema"] = dg.TableSchema(
+                    columns=[dg.TableColumn(name=n, type=t) for n, t in columns]
+                )
+        return metadata
+
+    def _reject(self, path: Path, rel: str, reason: str, run_id: str) -> NoReturn:
+        target = quarantine_file(path, self.quarantine_path() / rel, reason, run_id)
+        raise dg.Failure(
+            description=f"{self.name}: {rel} was quarantined to {target}: {reason}",
+            metadata={"quarantined_to": dg.MetadataValue.path(str(target)), "reason": reason[:2000]},
+            # Reading the same bytes again cannot succeed; a fixed file dropped again gets its own run.
+            allow_retries=False,
+        )
+
+
+# --- helpers beside the code that needs them -----------------------------------------------------------
+
+
+def load_file_cursor(raw: str | None) -> dict[str, tuple[int, int]]:
+    import json
+
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): (int(v[0]), int(v[1])) for k, v in data.items() if isinstance(v, list) and len(v) == 2}
+
+
+def dump_file_cursor(cursor: dict[str, tuple[int, int]]) -> str:
+    import json
+
+    return json.dumps({k: list(v) for k, v in sorted(cursor.items())}, separators=(",", ":"))
+
+
+def landing_key(rel: str) -> str:
+    return rel.replace("/", "__")
+
+
+def sql_literal(value: str) -> str:
+    from adu_assets.sources.catalog import quote_literal
+
+    return quote_literal(value)
+
+
+def reader_sql(path: Path, fmt: str) -> str:
+    p = sql_literal(str(path))
+    if fmt == "csv":
+        # Sniff the dialect and types from the whole file's sample; a ragged row is an error, not a guess.
+        return f"read_csv({p}, auto_detect = true, strict_mode = true)"
+    if fmt == "json":
+        return f"read_json({p}, format = 'auto')"
+    if fmt == "ndjson":
+        return f"read_json({p}, format = 'newline_delimited')"
+    if fmt == "parquet":
+        return f"read_parquet({p})"
+    raise ValueError(f"unknown file format {fmt!r}")
+
+
+def load_file_into_warehouse(
+    con: "duckdb.DuckDBPyConnection", source: str, root: Path, key: dg.AssetKey, rel: str
+) -> tuple[int, list[tuple[str, str]], str]:
+    """Replace the rows of one file in the warehouse table, in one transaction.
+
+    Export partitions are dates, so `landing.load_warehouse` types `adu_partition` as DATE; here it is
+    the file's path, so the same steps run with a text column.
+    """
+    from adu_assets.io_managers.landing import (
+        PARTITION_COLUMN,
+        warehouse_lock,
+        warehouse_path,
+        warehouse_table,
+    )
+    from adu_assets.sources.catalog import quote_ident
+
+    schema, table = warehouse_table(key)
+    target = f"wh.{quote_ident(schema)}.{quote_ident(table)}"
+    tagged = f"SELECT *, CAST({sql_literal(rel)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({source})"
+    path = warehouse_path(root)
+    with warehouse_lock(path):
+        con.execute(f"ATTACH {sql_literal(str(path))} AS wh")
+        try:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{quote_ident(schema)}")
+            incoming = con.execute(f"DESCRIBE {tagged}").fetchall()
+            existing = {
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM duckdb_columns() "
+                    "WHERE database_name = 'wh' AND schema_name = ? AND table_name = ?",
+                    [schema, table],
+                ).fetchall()
+            }
+            con.execute("BEGIN TRANSACTION")
+            try:
+                if not existing:
+                    con.execute(f"CREATE TABLE {target} AS {tagged} LIMIT 0")
+                for name, dtype, *_ in incoming:
+                    if existing and name not in existing:
+                        # A file with a new column widens the table; older files read NULL there.
+                        con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
+                con.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [rel])
+                count = con.execute(f"INSERT INTO {target} BY NAME {tagged}").fetchone()
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.execute("DETACH wh")
+    columns = [(r[0], r[1]) for r in incoming if r[0] != PARTITION_COLUMN]
+    return (int(count[0]) if count else 0), columns, f"{schema}.{table}"
+
+
+def quarantine_file(path: Path, target: Path, reason: str, run_id: str) -> Path:
+    """Move a bad file out of the watched folder, with a note saying why; never overwrite an earlier one."""
+    from adu_assets.secrets import redact
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        target = target.with_name(f"{target.stem}.{stamp}{target.suffix}")
+    shutil.move(str(path), str(target))
+    note = target.with_name(target.name + REASON_SUFFIX)
+    note.write_text(
+        f"file: {path}\nquarantined: {datetime.now(UTC).isoformat()}\nrun: {run_id}\nreason: {redact(reason)}\n"
+    )
+    return target

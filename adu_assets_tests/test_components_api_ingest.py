@@ -179,3 +179,32 @@ def test_unauthorized_fails_once_without_retry(
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     text = failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
     assert "401" in text and "wrong-token-value" not in text
+
+
+@pytest.mark.slow
+def test_drift_profile_and_freshness_on_mapped_rows(
+    pg: PgServer, hr_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HR_TOKEN", TOKEN)
+    with running_fixture_server() as api:
+        api.route("/employees", paged_api)
+        checks = {"drift": {"columns": ["employee_id"], "threshold": 0.5}, "freshness": {"max_lag_hours": 26}}
+        write_component(tmp_path / "defs", "hr", "adu_assets.ApiIngest",
+                        task_yaml(api.url("/employees"), pg, hr_db, checks=checks, profile=True))
+        d = load(tmp_path / "defs", monkeypatch)
+        spec = next(iter(d.resolve_all_asset_specs()))
+        assert spec.freshness_policy is not None
+        check_names = {k.name for k in d.resolve_asset_graph().asset_check_keys}
+        assert check_names == {"schema", "drift", "profile"}
+        first = run_partition(d, [KEY], "2026-01-02")
+        second = run_partition(d, [KEY], "2026-01-03")
+    assert first.success and second.success
+    drift_first = next(e for e in first.get_asset_check_evaluations() if e.check_name == "drift")
+    assert drift_first.passed and "no reference" in (drift_first.description or "")
+    drift_second = next(e for e in second.get_asset_check_evaluations() if e.check_name == "drift")
+    assert drift_second.passed  # the same rows both days: nothing drifted
+    report = Path(str(drift_second.metadata["report_path"].value))
+    assert report.exists() and report.stat().st_size > 1000
+    profile = next(e for e in second.get_asset_check_evaluations() if e.check_name == "profile")
+    assert Path(str(profile.metadata["path"].value)).read_text().lstrip().lower().startswith("<!doctype html")

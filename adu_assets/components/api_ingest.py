@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
+from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig
 from adu_assets.io_managers.upsert.base import DestinationConfig
 from adu_assets.sources.http import RequestConfig
@@ -37,6 +38,9 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
     destination: DestinationConfig
     checks: ChecksConfig | None = Field(
         default=None, description="Checks on the mapped rows, before the upsert"
+    )
+    profile: bool = Field(
+        default=False, description="ydata-profiling HTML report of each partition's mapped rows"
     )
     schedule: str | None = None
     timezone: str = "UTC"
@@ -62,7 +66,40 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions(assets=[self.build_asset()])
+        return dg.Definitions(assets=[self.build_asset()], asset_checks=self.build_after_checks())
+
+    def build_after_checks(self) -> list[dg.AssetChecksDefinition]:
+        """Drift and profile of the mapped rows: statistical and slow, so separate non-blocking checks
+        that read the mapped Parquet after the load (schema, rules and row count run before it)."""
+        cfg = self.checks or ChecksConfig()
+        if cfg.drift is None and not self.profile:
+            return []
+        from adu_assets.checks.asset_checks import build_table_checks
+        from adu_assets.io_managers.tables import landed_frame, previous_landed_frame
+        from adu_assets.settings import data_root
+
+        key = dg.AssetKey([self.name])
+        partitions_def = self.partitions_def()
+
+        def load(context: dg.AssetCheckExecutionContext) -> Any:
+            return landed_frame(data_root() / "mapped", key, ["parquet"], list(context.partition_keys))
+
+        def load_previous(context: dg.AssetCheckExecutionContext) -> Any:
+            return previous_landed_frame(
+                data_root() / "mapped", key, ["parquet"], partitions_def, context.partition_keys[0]
+            )
+
+        return build_table_checks(
+            key,
+            ChecksConfig(drift=cfg.drift),
+            load=load,
+            load_previous=load_previous,
+            baseline_store_root=lambda: data_root() / "checks" / "schemas",
+            reports_root=lambda: data_root() / "reports",
+            profile=self.profile,
+            partitions_def=partitions_def,
+            include_schema=False,
+        )
 
     def build_asset(self) -> dg.AssetsDefinition:
         key = dg.AssetKey([self.name])
@@ -109,6 +146,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             check_specs=specs,
             tags={**self.tags, "adu/kind": "api"},
             pool=f"adu_api_{self.name}",
+            freshness_policy=freshness_policy(checks_cfg.freshness),
             retry_policy=_network_retry_policy(),
         )
         def api_task(context: dg.AssetExecutionContext) -> Any:
@@ -127,6 +165,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         return api_task
 
     def run_partition(self, context: dg.AssetExecutionContext, specs: list[dg.AssetCheckSpec]) -> Any:
+        from adu_assets.io_managers.landing import partition_file
         from adu_assets.io_managers.upsert.base import check_destination_columns
         from adu_assets.settings import data_root
         from adu_assets.sources.http import fetch_to_parquet
@@ -184,6 +223,13 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 metadata=metadata,
                 allow_retries=False,
             )
+        # The mapped rows also land as Parquet: the audit trail of what was sent, and drift's reference.
+        mapped_file = partition_file(root / "mapped", dg.AssetKey([self.name]), partition)
+        mapped_file.parent.mkdir(parents=True, exist_ok=True)
+        staging = mapped_file.with_suffix(".staging")
+        rows.write_parquet(staging, compression="zstd")
+        staging.replace(mapped_file)
+        metadata["mapped_path"] = dg.MetadataValue.path(str(mapped_file))
         metadata["prepare_s"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
         yield dg.Output(rows.to_arrow(), metadata=metadata)
         yield from results

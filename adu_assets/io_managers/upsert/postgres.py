@@ -176,9 +176,11 @@ class PostgresUpsert(Dialect):
                 self.params["skip"] = self.dest.skip_when.equals
                 not_skipped = f"(t.{q(skip_col)} = %(skip)s) IS NOT TRUE"
                 on = " AND ".join(f"t.{k} = src.{k}" for k in keys)
+                # LATERAL ... LIMIT 1 keeps this a probe of the key index per staged row: with no statistics on the
+                # fresh temp table, a plain join may hash the whole target once per batch.
                 skipped_cte = (
-                    f"SELECT count(*) AS n FROM src JOIN {target} t ON {on} "  # noqa: S608
-                    f"WHERE (t.{q(skip_col)} = %(skip)s) IS TRUE"
+                    f"SELECT count(*) AS n FROM src, LATERAL (SELECT 1 FROM {target} t WHERE {on} "  # noqa: S608
+                    f"AND (t.{q(skip_col)} = %(skip)s) IS TRUE LIMIT 1) hit"
                 )
             if vals:
                 changed = (

@@ -226,3 +226,43 @@ def test_sensor_pauses_after_failed_runs(pg_source: ConnectionConfig, dagster_ho
     assert skip is not None and skip.startswith("paused after 3 consecutive failed runs of src_job")
     assert d.resolve_job_def("adu_resume_src").execute_in_process(instance=dg.DagsterInstance.get()).success
     assert [r.partition_key for r in tick(d, None)[0]] == ["2024-05-04"]
+
+
+def test_a_source_that_is_down_fails_loudly_without_the_password(pg: PgServer, pg_password_env: str) -> None:
+    cfg = ConnectionConfig.model_validate(pg_connection_yaml(pg, "no_such_database"))
+    with pytest.raises(Exception, match="no_such_database") as err:
+        read_watermarks(cfg, "public", {"orders": "updated_at", "items": "changed"}, label="t")
+    assert pg.password not in str(err.value)
+
+
+def test_vertica_runs_the_union_on_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No Vertica server here: a DB-API fake records the SQL and answers as vertica-python would.
+    executed: list[str] = []
+
+    class Cursor:
+        def execute(self, sql: str) -> None:
+            executed.append(sql)
+
+        def fetchall(self) -> list[tuple[str, str | None]]:
+            return [("orders", "2024-05-03 08:00:00+00"), ("items", None)]
+
+    class Conn:
+        closed = False
+
+        def cursor(self) -> Cursor:
+            return Cursor()
+
+        def close(self) -> None:
+            Conn.closed = True
+
+    from adu_assets.sources import vertica
+
+    monkeypatch.setattr(vertica, "connect_vertica", lambda cfg: Conn())
+    cfg = ConnectionConfig(
+        kind="vertica", host="vertica.internal", database="dwh", user="u", password_env="X"
+    )
+    marks = read_watermarks(cfg, "sales", {"orders": "updated_at", "items": "changed"}, label="t")
+    assert marks.maxima == {"orders": ts("2024-05-03 08:00"), "items": None}
+    [sql] = executed
+    assert 'FROM "sales"."orders"' in sql and 'FROM "sales"."items"' in sql and "UNION ALL" in sql
+    assert Conn.closed

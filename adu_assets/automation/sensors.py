@@ -33,7 +33,8 @@ an edited YAML takes effect without any command.
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -89,52 +90,74 @@ def union_sql(schema: str, tables: Mapping[str, str], *, prefix: str = "") -> st
 def read_watermarks(
     cfg: ConnectionConfig, schema: str, tables: Mapping[str, str], *, label: str
 ) -> Watermarks:
+    """Max of each table's column. A source that cannot be opened raises (the tick fails visibly); a table
+    that cannot be read is reported in `errors` and the others are still read."""
     if not tables:
         return Watermarks()
-    try:
-        return _parse(_query(cfg, union_sql(schema, tables, prefix=_prefix(cfg))))
-    except Exception as first:
-        if len(tables) == 1:
-            return Watermarks(errors={next(iter(tables)): _scrubbed(first, label)})
-    # One bad table (dropped, column renamed) must not blind the sensor to the rest: find it by asking
-    # each table on its own. This only happens when the combined query failed.
-    result = Watermarks()
-    for table, column in tables.items():
-        one = read_watermarks(cfg, schema, {table: column}, label=label)
-        result.maxima.update(one.maxima)
-        result.errors.update(one.errors)
-    return result
+    prefix = _prefix(cfg)
+    with _source_runner(cfg, label=label) as run:
+        try:
+            return _parse(run(union_sql(schema, tables, prefix=prefix)))
+        except Exception as e:
+            if len(tables) == 1:
+                return Watermarks(errors={next(iter(tables)): _scrubbed(e)})
+        # One bad table (dropped, column renamed) must not blind the sensor to the rest: find it by asking
+        # each table on its own, over the same connection. Only happens when the combined query failed.
+        result = Watermarks()
+        for table, column in tables.items():
+            try:
+                one = _parse(run(union_sql(schema, {table: column}, prefix=prefix)))
+            except Exception as e:
+                result.errors[table] = _scrubbed(e)
+                continue
+            result.maxima.update(one.maxima)
+            result.errors.update(one.errors)
+        return result
 
 
 def _prefix(cfg: ConnectionConfig) -> str:
     return "" if cfg.kind in ("postgres", "vertica") else "src."
 
 
-def _query(cfg: ConnectionConfig, sql: str) -> list[tuple[str, str | None]]:
+Rows = list[tuple[str, str | None]]
+
+
+@contextmanager
+def _source_runner(cfg: ConnectionConfig, *, label: str) -> Iterator[Callable[[str], Rows]]:
+    """A function running one watermark query on an open source connection."""
     if cfg.kind == "vertica":
         from adu_assets.sources import vertica
 
         conn = vertica.connect_vertica(cfg)
-        try:
+
+        def run_vertica(sql: str) -> Rows:
             cur = conn.cursor()
             cur.execute(sql)
             return [(str(t), None if v is None else str(v)) for t, v in cur.fetchall()]
+
+        try:
+            yield run_vertica
         finally:
             conn.close()
+        return
     from adu_assets.sources.databases import SOURCE_ALIAS, open_source
 
-    with open_source(cfg, label=cfg.describe()) as con:
-        if cfg.kind == "postgres":
-            # postgres_query runs the whole UNION inside PostgreSQL: one round trip, max() on the server.
-            rows = con.execute(
-                f"SELECT t, v FROM postgres_query({quote_literal(SOURCE_ALIAS)}, ?)", [sql]
-            ).fetchall()
-        else:
-            rows = con.execute(sql).fetchall()
-    return [(str(t), None if v is None else str(v)) for t, v in rows]
+    with open_source(cfg, label=label) as con:
+
+        def run_attached(sql: str) -> Rows:
+            if cfg.kind == "postgres":
+                # postgres_query runs the whole UNION inside PostgreSQL: one round trip, max() on the server.
+                rows = con.execute(
+                    f"SELECT t, v FROM postgres_query({quote_literal(SOURCE_ALIAS)}, ?)", [sql]
+                ).fetchall()
+            else:
+                rows = con.execute(sql).fetchall()
+            return [(str(t), None if v is None else str(v)) for t, v in rows]
+
+        yield run_attached
 
 
-def _parse(rows: list[tuple[str, str | None]]) -> Watermarks:
+def _parse(rows: Rows) -> Watermarks:
     from adu_assets.sources.databases import new_duckdb
 
     result = Watermarks()
@@ -162,7 +185,7 @@ def _parse(rows: list[tuple[str, str | None]]) -> Watermarks:
     return result
 
 
-def _scrubbed(exc: BaseException, label: str) -> str:
+def _scrubbed(exc: BaseException) -> str:
     from adu_assets.secrets import redact
 
     return redact(f"{type(exc).__name__}: {exc}")[:500]

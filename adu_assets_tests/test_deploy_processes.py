@@ -8,11 +8,17 @@ the webserver, dequeued by the daemon, executed by the code server, recorded in 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
+import secrets
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -324,3 +330,174 @@ def test_code_server_daemon_and_webservers_from_deploy_files(pg: PgServer, tmp_p
         assert refused["__typename"] == "UnauthorizedError", refused
         seen = graphql(viewer, RUN_STATUS, {"id": run_id})["runOrError"]
         assert seen == {"__typename": "Run", "status": "SUCCESS"}
+
+
+def ensure_nginx() -> str:
+    """Debian's nginx (nginx-light), installed on first use; a skip says so loudly if it cannot be."""
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if nginx:
+        return nginx
+    why = "not root" if os.geteuid() != 0 else ""
+    if not why:
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "nginx-light"]):
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                why = f"`{' '.join(cmd)}` failed: {proc.stderr[-300:]}"
+                break
+    if Path("/usr/sbin/nginx").exists():
+        return "/usr/sbin/nginx"
+    message = f"PROXY CHECK NOT RUN: nginx is missing and could not be installed ({why}); apt-get install nginx-light"
+    print(message, file=sys.stderr)
+    pytest.skip(message)
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    # nginx reads {SSHA} (salted SHA-1) entries; apache2-utils' htpasswd -B (bcrypt) is what users run.
+    salt = secrets.token_bytes(8)
+    digest = hashlib.sha1(password.encode() + salt).digest()
+    return f"{user}:{{SSHA}}{base64.b64encode(digest + salt).decode()}\n"
+
+
+def self_signed_tls(folder: Path) -> None:
+    folder.mkdir()
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(folder / "server.key"),
+            "-out",
+            str(folder / "server.crt"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def loopback_nginx_conf(root: Path, editors: int, viewers: int, ports: tuple[int, int]) -> Path:
+    """deploy/nginx.conf with compose names, listen ports and /etc/nginx paths moved to loopback and `root`."""
+    text = (DEPLOY / "nginx.conf").read_text()
+    replacements = {
+        "server webserver:3000;": f"server 127.0.0.1:{editors};",
+        "server webserver-readonly:3001;": f"server 127.0.0.1:{viewers};",
+        "listen 8443 ssl;": f"listen 127.0.0.1:{ports[0]} ssl;",
+        "listen 8444 ssl;": f"listen 127.0.0.1:{ports[1]} ssl;",
+        "/etc/nginx/": f"{root}/",
+        "access_log /dev/stdout;": f"access_log {root}/access.log;",
+    }
+    for old, new in replacements.items():
+        assert old in text, f"deploy/nginx.conf no longer has {old!r}; update this test with it"
+        text = text.replace(old, new)
+    conf = root / "nginx.conf"
+    conf.write_text(text)
+    return conf
+
+
+def through_proxy(
+    url: str, auth: tuple[str, str] | None, body: Mapping[str, Any] | None = None
+) -> tuple[int, Any]:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test's own self-signed certificate
+    headers = {"Content-Type": "application/json"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30, context=context) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+@pytest.mark.slow
+def test_nginx_example_puts_basic_auth_in_front_of_both_webservers(tmp_path: Path) -> None:
+    nginx = ensure_nginx()
+    # nginx's workers drop to an unprivileged user and read the user files on each request, so these
+    # live in a world-readable folder (pytest's tmp_path is private to its owner).
+    root = Path(tempfile.mkdtemp(prefix="adu-nginx-"))
+    root.chmod(0o755)
+    try:
+        proxy_checks(nginx, root, tmp_path)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def proxy_checks(nginx: str, root: Path, tmp_path: Path) -> None:
+    self_signed_tls(root / "tls")
+    (root / "htpasswd-editors").write_text(htpasswd_line("alice", "editor-pass"))
+    (root / "htpasswd-viewers").write_text(htpasswd_line("bob", "viewer-pass"))
+    web_port, viewer_port, edit_proxy, view_proxy = free_port(), free_port(), free_port(), free_port()
+    conf = loopback_nginx_conf(root, web_port, viewer_port, (edit_proxy, view_proxy))
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "ADU_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(home), ADU_DATA_DIR=str(tmp_path / "data"), ADU_STATE_DIR=str(tmp_path / "state")
+    )
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    web = [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-m", "adu_assets.definitions"]
+
+    with processes() as procs:
+        procs.append(DagsterProcess("webserver", [*web, "-p", str(web_port)], env, logs))
+        # One at a time: two processes creating a fresh SQLite instance's tables at once collide.
+        wait_for("the editors' webserver", webserver_ready(f"http://127.0.0.1:{web_port}"), 120, procs)
+        procs.append(DagsterProcess("viewer", [*web, "-p", str(viewer_port), "--read-only"], env, logs))
+        procs.append(
+            DagsterProcess(
+                "nginx",
+                [
+                    nginx,
+                    "-p",
+                    str(root),
+                    "-c",
+                    str(conf),
+                    "-g",
+                    f"daemon off; pid {root}/nginx.pid; error_log {root}/error.log;",
+                ],
+                env,
+                logs,
+            )
+        )
+        editors, viewers = f"https://127.0.0.1:{edit_proxy}", f"https://127.0.0.1:{view_proxy}"
+
+        def proxied_info() -> dict[str, Any] | None:
+            status, info = through_proxy(f"{editors}/server_info", ("alice", "editor-pass"))
+            return info if status == 200 else None
+
+        assert (
+            wait_for("the editors' UI through nginx", proxied_info, 180, procs)["dagster_version"]
+            == "1.13.27"
+        )
+        wait_for("the viewers' webserver", webserver_ready(f"http://127.0.0.1:{viewer_port}"), 120, procs)
+
+        assert through_proxy(f"{editors}/server_info", None)[0] == 401
+        assert through_proxy(f"{editors}/server_info", ("alice", "wrong"))[0] == 401
+        assert through_proxy(f"{editors}/server_info", ("bob", "viewer-pass"))[0] == 401
+        assert through_proxy(f"{viewers}/server_info", ("alice", "editor-pass"))[0] == 401
+        assert through_proxy(f"{viewers}/graphql", None, {"query": PERMISSIONS})[0] == 401
+
+        def permissions(base: str, auth: tuple[str, str]) -> dict[str, bool]:
+            status, reply = through_proxy(f"{base}/graphql", auth, {"query": PERMISSIONS})
+            assert status == 200, status
+            return {p["permission"]: p["value"] for p in reply["data"]["permissions"]}
+
+        assert permissions(editors, ("alice", "editor-pass"))["launch_pipeline_execution"] is True
+        assert permissions(viewers, ("bob", "viewer-pass"))["launch_pipeline_execution"] is False
+        status, reply = through_proxy(f"{viewers}/graphql", ("bob", "viewer-pass"), {"query": ASSET_NODES})
+        assert status == 200
+        assert DEMO_ASSETS <= {tuple(n["assetKey"]["path"]) for n in reply["data"]["assetNodes"]}

@@ -19,8 +19,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # The wheelhouse is bind-mounted for this one step, so the image holds installed packages only, not
 # a second copy of every wheel.
+# EXTRA_PACKAGES adds what the wheelhouse was built with through WHEELHOUSE_EXTRA, e.g. a run launcher
+# ("dagster-k8s==0.29.27"); see deploy/README.md.
+ARG EXTRA_PACKAGES=""
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
-    pip install --no-cache-dir --no-index --find-links /wheelhouse adu-assets
+    pip install --no-cache-dir --no-index --find-links /wheelhouse adu-assets ${EXTRA_PACKAGES}
 
 # Discovery state is cached per defs folder (Dagster's LOCAL_FILESYSTEM defs state, in
 # <folder>/.local_defs_state/). For the packaged demo that folder is inside site-packages, which the

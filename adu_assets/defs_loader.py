@@ -58,5 +58,13 @@ def component_tree(folder: Path | None = None) -> ComponentTree:
     return ComponentTree.from_module(defs_module=module, project_root=project_root_for(module))
 
 
-def load_component_defs(folder: Path | None = None) -> dg.Definitions:
-    return component_tree(folder).build_defs()
+def load_location(folder: Path | None = None) -> tuple[dg.Definitions, list[tuple[str, int]]]:
+    """The components' definitions, and each source connection's (pool, max_parallel)."""
+    tree = component_tree(folder)
+    defs = tree.build_defs()
+    pools = []
+    for component in tree.get_all_components(of_type=dg.Component):  # type: ignore[type-abstract]
+        connection = getattr(component, "connection", None)
+        if connection is not None and hasattr(connection, "pool_name"):
+            pools.append((connection.pool_name(), connection.max_parallel))
+    return defs, pools

@@ -18,10 +18,12 @@ from typing import Any, Literal
 import dagster as dg
 from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDefsStateConfig
 from dagster.components.utils.project_paths import get_local_state_path
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from adu_assets.automation.retries import network_retry_policy
 from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig, FreshnessConfig
+from adu_assets.model_bounds import require_at_least
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
 
@@ -64,6 +66,15 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     owners: list[str] = Field(default_factory=list)
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    max_consecutive_failures: int = Field(
+        default=3,
+        description="Circuit breaker: pause the schedule/sensor after this many failed runs in a row",
+    )
+    watermark_sensor: bool = Field(
+        default=False,
+        description="Poll max(incremental_column) and run the partitions that got new rows",
+    )
+    watermark_interval_seconds: int = Field(default=300, description="Seconds between watermark polls")
     defs_state: ResolvedDefsStateConfig = Field(default_factory=DefsStateConfigArgs.local_filesystem)
 
     @field_validator("name")
@@ -81,6 +92,11 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         except ValueError:
             raise ValueError(f"start_date {v!r} must be a date like 2024-01-31") from None
         return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "DatabaseExport":
+        require_at_least(self, self.name, max_consecutive_failures=1, watermark_interval_seconds=30)
+        return self
 
     @field_validator("destinations")
     @classmethod
@@ -117,7 +133,34 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         by_name = {t.name: t for t in catalog or []}
         assets = [self.build_table_asset(cfg, by_name.get(cfg.name)) for cfg in configs]
         checks = [c for cfg in configs for c in self.build_table_checks(cfg)]
-        return dg.Definitions(assets=assets, asset_checks=checks)
+        return dg.Definitions.merge(
+            dg.Definitions(assets=assets, asset_checks=checks), self.build_automation(configs, assets)
+        )
+
+    def build_automation(
+        self, configs: list[TableConfig], assets: list[dg.AssetsDefinition]
+    ) -> dg.Definitions:
+        from adu_assets.automation import WatermarkSpec, automation_defs
+
+        incremental = {c.name: c.incremental_column for c in configs if c.incremental_column}
+        watermark = None
+        if self.watermark_sensor and incremental:
+            watermark = WatermarkSpec(
+                connection=self.connection,
+                schema=self.schema,
+                tables=incremental,
+                asset_keys={t: self.asset_key(t) for t in incremental},
+                minimum_interval_seconds=self.watermark_interval_seconds,
+            )
+        return automation_defs(
+            component_name=self.name,
+            assets=assets,
+            cron=self.schedule,
+            timezone=self.timezone,
+            partitions_def=self.partitions_def(),
+            max_consecutive_failures=self.max_consecutive_failures,
+            watermark=watermark,
+        )
 
     def _load_catalog(
         self, context: dg.ComponentLoadContext, state_path: Path | None
@@ -183,6 +226,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         schema = self.schema
         component = self.name
         incremental = cfg.incremental_column
+        timezone = self.timezone
         description = (
             cfg.description
             or self.description
@@ -213,12 +257,13 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             metadata=metadata,
             tags={**self.tags, "adu/kind": "export"},
             pool=connection.pool_name(),
+            retry_policy=network_retry_policy(),
             freshness_policy=freshness_policy(
                 cfg.freshness or (cfg.checks.freshness if cfg.checks else None)
             ),
         )
         def export_table(context: dg.AssetExecutionContext) -> Any:
-            from adu_assets.sources.databases import open_table_stream
+            from adu_assets.sources.databases import SourceError, open_table_stream
 
             keys = list(context.partition_keys)
             window = context.partition_time_window
@@ -227,15 +272,20 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                 + (f"partitions {keys[0]}..{keys[-1]}" if len(keys) > 1 else f"partition {keys[0]}")
                 + (f" over {incremental}" if incremental else " (snapshot)")
             )
-            return open_table_stream(
-                connection,
-                schema=schema,
-                table=cfg.name,
-                label=component,
-                incremental_column=incremental,
-                window=(window.start, window.end) if incremental else None,
-                partition_keys=keys,
-            )
+            try:
+                return open_table_stream(
+                    connection,
+                    schema=schema,
+                    table=cfg.name,
+                    label=component,
+                    incremental_column=incremental,
+                    window=(window.start, window.end) if incremental else None,
+                    partition_keys=keys,
+                    timezone=timezone,
+                )
+            except SourceError as e:
+                # A missing table or a refused password will not fix itself: fail now, without retries.
+                raise dg.Failure(description=str(e), allow_retries=e.retryable) from None
 
         return export_table
 

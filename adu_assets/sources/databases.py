@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,7 +42,27 @@ _TEXTUAL = ("text", "character varying", "varchar", "character", "char", "bpchar
 
 
 class SourceError(RuntimeError):
-    """A source could not be read. Messages name the table and cause, never a secret."""
+    """A source could not be read. Messages name the table and cause, never a secret.
+
+    `retryable` is False for causes a retry cannot fix (a missing table or column, a refused password).
+    """
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is None:
+            retryable = not any(m in message for m in _PERMANENT)
+        self.retryable = retryable
+
+
+_PERMANENT = (
+    "was not found at the source",
+    "is not in",
+    "password authentication failed",
+    "does not exist",
+    "permission denied",
+    "is not installed",
+    "no extension built",
+)
 
 
 @cache
@@ -263,16 +283,17 @@ def check_column(table: TableInfo, column: str, *, where: str, case_sensitive: b
 
 
 def window_filter(column: str, window: tuple[datetime, datetime]) -> str:
-    """`column` within [start, end), as SQL. Timestamps are UTC-aware literals; DuckDB pushes the filter
-    down to PostgreSQL, so an index on the column keeps daily partitions cheap."""
-    start, end = (quote_literal(w.strftime("%Y-%m-%d %H:%M:%S+00")) for w in window)
+    """`column` within [start, end), as SQL. The bounds are written as UTC instants (a partition's window
+    is in the partitions' time zone); DuckDB pushes the filter down to PostgreSQL, so an index on the
+    column keeps daily partitions cheap."""
+    start, end = (quote_literal(w.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")) for w in window)
     col = quote_ident(column)
     return f"{col} >= CAST({start} AS TIMESTAMPTZ) AND {col} < CAST({end} AS TIMESTAMPTZ)"
 
 
-def partition_key_expr(column: str) -> str:
-    # Day of the (UTC) incremental column: the key of the daily partition a row belongs to.
-    return f"strftime(CAST({quote_ident(column)} AS TIMESTAMPTZ), '%Y-%m-%d')"
+def partition_key_expr(column: str, timezone: str = "UTC") -> str:
+    # The day of the incremental column in the partitions' time zone: the key of the row's daily partition.
+    return f"strftime(timezone({quote_literal(timezone)}, CAST({quote_ident(column)} AS TIMESTAMPTZ)), '%Y-%m-%d')"
 
 
 def open_table_stream(
@@ -284,6 +305,7 @@ def open_table_stream(
     incremental_column: str | None,
     window: tuple[datetime, datetime] | None,
     partition_keys: list[str],
+    timezone: str = "UTC",
 ) -> TableStream:
     """Open the source and describe the SELECT for one table and partition window.
 
@@ -292,7 +314,9 @@ def open_table_stream(
     """
     where = f"{label}.{table}"
     if cfg.kind == "vertica":
-        return _vertica_stream(cfg, schema, table, label, incremental_column, window, partition_keys)
+        return _vertica_stream(
+            cfg, schema, table, label, incremental_column, window, partition_keys, timezone
+        )
 
     con = new_duckdb()
     try:
@@ -325,7 +349,7 @@ def open_table_stream(
             table=info,
             source_label=cfg.describe(),
             partition_keys=partition_keys,
-            partition_expr=partition_key_expr(incremental_column) if incremental_column else None,
+            partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
             notes=lossy_columns(info, duck_types),
         )
     except BaseException:
@@ -341,6 +365,7 @@ def _vertica_stream(
     incremental_column: str | None,
     window: tuple[datetime, datetime] | None,
     partition_keys: list[str],
+    timezone: str,
 ) -> TableStream:
     from adu_assets.sources import vertica
 
@@ -365,6 +390,6 @@ def _vertica_stream(
         table=table,
         source_label=cfg.describe(),
         partition_keys=partition_keys,
-        partition_expr=partition_key_expr(incremental_column) if incremental_column else None,
+        partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
         notes=[f"{c}: read as text" for c in cast_to_text],
     )

@@ -147,3 +147,37 @@ def test_bad_yaml_names_the_field(defs_dir: Path, monkeypatch: pytest.MonkeyPatc
     text = str(err.value) + str(err.value.__cause__)
     assert "password_env" in text and "bad" in text
     assert "plain" not in str(err.value)
+
+
+def test_schedule_sensor_and_resume_job_from_yaml(
+    pg: PgServer, chinook: str, pg_password_env: str, defs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_component(defs_dir, "chinook", "adu_assets.DatabaseExport", chinook_yaml(
+        pg, chinook, schedule="0 3 * * *", timezone="Europe/Oslo", watermark_sensor=True,
+        tables=[{"name": "invoice", "incremental_column": "invoice_date"}, {"name": "genre"}]))
+    d = load(defs_dir, monkeypatch)
+    schedule = d.resolve_schedule_def("chinook_schedule")
+    assert schedule.cron_schedule == "0 3 * * *" and schedule.execution_timezone == "Europe/Oslo"
+    assert {j.name for j in d.jobs} >= {"chinook_job", "adu_resume_chinook"}  # type: ignore[union-attr]
+    sensor = d.resolve_sensor_def("chinook_watermark_sensor")
+    with dg.instance_for_test() as instance:
+        result = sensor.evaluate_tick(
+            dg.build_sensor_context(instance=instance, definitions=d)
+        )
+    # First tick: records the watermark and asks for the latest day that has invoice rows.
+    with pg.connect(chinook) as conn:
+        latest = conn.execute("SELECT to_char(max(invoice_date), 'YYYY-MM-DD') FROM invoice").fetchone()[0]  # type: ignore[index]
+    assert [r.partition_key for r in result.run_requests or []] == [latest]
+    assert result.cursor and "invoice" in result.cursor
+    export = d.resolve_assets_def(dg.AssetKey(["chinook", "public", "invoice"]))
+    assert export.op.retry_policy is not None and export.op.retry_policy.max_retries == 3
+
+
+def test_file_drop_is_a_yaml_type(defs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    write_component(defs_dir, "drops", "adu_assets.FileDrop", {
+        "name": "drops", "folder": str(inbox), "glob": "*.csv", "start_date": "2024-01-01"})
+    d = load(defs_dir, monkeypatch)
+    assert dg.AssetKey(["drops"]) in set(d.resolve_all_asset_keys())
+    assert d.resolve_sensor_def("drops_file_sensor") is not None

@@ -227,8 +227,13 @@ class RetryConfig(dg.Model):
     @model_validator(mode="after")
     def _bounds(self) -> RetryConfig:
         require_at_least(
-            self, "retry", max_attempts=1, backoff_base_seconds=0, backoff_max_seconds=0,
-            retry_after_max_seconds=0, timeout_seconds=0.001,
+            self,
+            "retry",
+            max_attempts=1,
+            backoff_base_seconds=0,
+            backoff_max_seconds=0,
+            retry_after_max_seconds=0,
+            timeout_seconds=0.001,
         )
         return self
 
@@ -245,7 +250,9 @@ class RequestConfig(dg.Model):
         default=None, description="Dot path to the list of records; null: the body is the list"
     )
     retry: RetryConfig = Field(default_factory=RetryConfig)
-    concurrency: int = Field(default=4, description="Parallel requests for page/offset with a known total (1-64)")
+    concurrency: int = Field(
+        default=4, description="Parallel requests for page/offset with a known total (1-64)"
+    )
 
     @model_validator(mode="after")
     def _check_fields(self) -> RequestConfig:
@@ -746,7 +753,12 @@ class _Decoder:
 
 
 class _RawWriter:
-    """Appends records to Parquet in row groups of bounded size, starting a new file every `rows_per_file`."""
+    """Appends records to Parquet in row groups of bounded size, starting a new file every `rows_per_file`.
+
+    Encoding and compressing a row group takes tens of milliseconds; on the fetch loop's thread that stalls
+    the submission of further pages, so the network sits idle. Row groups are therefore written by one
+    background thread, at most one at a time (memory stays at two row groups), in order.
+    """
 
     def __init__(
         self, directory: Path, *, rows_per_group: int = 20_000, rows_per_file: int = 1_000_000
@@ -758,12 +770,14 @@ class _RawWriter:
         self.rows_per_file = rows_per_file
         self.schema = pa.schema([("_page", pa.int32()), ("_record_index", pa.int64()), ("_raw", pa.string())])
         self.files: list[Path] = []
-        self.records = 0
+        self.records = 0  # records handed to the writing thread, so the next record's `_record_index`
         self._writer: pq.ParquetWriter | None = None
         self._file_rows = 0
         self._raws: list[bytes] = []
         self._pages: list[tuple[int, int]] = []  # (page number, record count)
         self._bytes = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._writing: Future[None] | None = None
 
     def add(self, page: int, records: list[bytes]) -> None:
         if not records:
@@ -776,40 +790,67 @@ class _RawWriter:
             self._flush()
 
     def _flush(self) -> None:
+        if not self._raws:
+            return
+        raws, pages, first = self._raws, self._pages, self.records
+        self.records += len(raws)
+        self._raws, self._pages, self._bytes = [], [], 0
+        self._wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adu-raw")
+        self._writing = self._pool.submit(self._write, raws, pages, first)
+
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()  # a failed write fails the fetch
+
+    def _write(self, raws: list[bytes], pages_counts: list[tuple[int, int]], first: int) -> None:
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        if not self._raws:
-            return
-        n = len(self._raws)
-        raw = pa.array(self._raws, type=pa.binary()).cast(pa.string())
+        n = len(raws)
+        raw = pa.array(raws, type=pa.binary()).cast(pa.string())
         pages = np.repeat(
-            np.array([p for p, _ in self._pages], dtype=np.int32),
-            np.array([c for _, c in self._pages], dtype=np.int64),
+            np.array([p for p, _ in pages_counts], dtype=np.int32),
+            np.array([c for _, c in pages_counts], dtype=np.int64),
         )
-        index = np.arange(self.records, self.records + n, dtype=np.int64)
+        index = np.arange(first, first + n, dtype=np.int64)
         table = pa.Table.from_arrays([pa.array(pages), pa.array(index), raw], schema=self.schema)
         if self._writer is None:
             path = self.directory / f"raw-{len(self.files):05d}.parquet"
-            self._writer = pq.ParquetWriter(path, self.schema, compression="zstd")
+            # Only `_page` repeats; dictionary-encoding unique record text and indexes is wasted work.
+            self._writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=["_page"])
             self.files.append(path)
         self._writer.write_table(table)
-        self.records += n
         self._file_rows += n
-        self._raws, self._pages, self._bytes = [], [], 0
         if self._file_rows >= self.rows_per_file:
             self._writer.close()
             self._writer, self._file_rows = None, 0
 
     def close(self) -> list[Path]:
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        try:
+            self._flush()
+            self._wait()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        finally:
+            self._shutdown()
         return list(self.files)
 
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
     def abort(self) -> None:
+        try:
+            self._wait()
+        except Exception:
+            pass
+        self._shutdown()
         if self._writer is not None:
             try:
                 self._writer.close()
@@ -1067,11 +1108,16 @@ def fetch_to_parquet(
     *,
     log: logging.Logger | None = None,
     log_every_pages: int = 50,
+    on_records: Callable[[int, list[bytes]], None] | None = None,
 ) -> FetchResult:
     """Fetch every page of `request` and land the records as Parquet files in `out_dir`.
 
     `out_dir` belongs to this fetch (e.g. ``<data>/raw/<task>/<partition_key>``): it is replaced as a whole
     when the fetch succeeds, so a re-run never mixes with an earlier one, and left untouched when it fails.
+
+    `on_records(first_record_index, records)` sees every non-empty page's raw records in page order, on the
+    calling thread, while later pages are still in flight: `api_ingest` decodes and maps there instead of
+    parsing the landed JSON a second time after the fetch.
     """
     install_log_redaction()
     log = log or logging.getLogger(__name__)
@@ -1087,6 +1133,8 @@ def fetch_to_parquet(
     try:
         fetcher = _Fetcher(request, variables, log)
         for page in fetcher.pages():
+            if on_records is not None and page.records:
+                on_records(writer.records + len(writer._raws), page.records)
             writer.add(page.number, page.records)
             pages += 1
             if pages % log_every_pages == 0:

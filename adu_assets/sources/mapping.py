@@ -9,7 +9,7 @@ being nulled or failing the batch.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -95,13 +95,14 @@ def load_records(raw_files: Sequence[Path | str]) -> pl.DataFrame:
         ) from None
     if decoded.width and decoded.height != raw.height:
         raise MappingError(f"decoded {decoded.height} records from {raw.height} raw rows")
-    flat = _flatten(decoded)
+    flat = flatten_structs(decoded)
     if flat.width == 0:
         return raw.select(PAGE, RECORD_INDEX)
     return pl.concat([raw.select(PAGE, RECORD_INDEX), flat], how="horizontal")
 
 
-def _flatten(df: pl.DataFrame) -> pl.DataFrame:
+def flatten_structs(df: pl.DataFrame) -> pl.DataFrame:
+    """Struct columns become one column per field, named by dot path, down to the leaves."""
     import polars as pl
 
     while any(isinstance(dt, pl.Struct) for dt in df.schema.values()):
@@ -147,9 +148,18 @@ def _resolve_source(schema: pl.Schema, source: str) -> tuple[pl.Expr, pl.DataTyp
 
 
 def _step(
-    value: pl.Expr, dtype: pl.DataType, transform: str, fmt: str | None
+    value: pl.Expr,
+    dtype: pl.DataType,
+    transform: str,
+    fmt: str | None,
+    materialize: Callable[[pl.Expr], pl.Expr] = lambda e: e,
 ) -> tuple[pl.Expr, pl.DataType, str]:
-    """One transform: the new expression, its dtype, and the reason to report where it turned a value null."""
+    """One transform: the new expression, its dtype, and the reason to report where it turned a value null.
+
+    `materialize(expr)` computes `expr` once, as a column of its own, and returns a reference to it: polars
+    does not share a subexpression used twice in one expression, so parsing steps use it for the
+    intermediate values they read more than once.
+    """
     import polars as pl
 
     def as_text() -> pl.Expr:
@@ -232,10 +242,15 @@ def _step(
             # A format without %z describes naive values, which are read as UTC.
             out = text.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False)
             return out, utc, f"to_timestamp: not a timestamp in format {fmt}"
-        iso = text.str.replace(r"[Zz]$", "+00:00").str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T")
+        iso = materialize(text.str.replace(r"[Zz]$", "+00:00").str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T"))
+        seconds = materialize(
+            iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", time_unit="us", time_zone="UTC", strict=False)
+        )
+        # The minutes-only form is tried only where the full form failed (a null input parses for free).
+        minutes = pl.when(seconds.is_null()).then(iso)
         out = pl.coalesce(
-            iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", time_unit="us", time_zone="UTC", strict=False),
-            iso.str.to_datetime("%Y-%m-%dT%H:%M%z", time_unit="us", time_zone="UTC", strict=False),
+            seconds,
+            minutes.str.to_datetime("%Y-%m-%dT%H:%M%z", time_unit="us", time_zone="UTC", strict=False),
         )
         return (
             out,
@@ -245,22 +260,21 @@ def _step(
     raise MappingError(f"unknown transform {transform}")
 
 
-def _chain(value: pl.Expr, dtype: pl.DataType, m: MappingConfig) -> tuple[pl.Expr, pl.Expr]:
-    """All transforms of one mapping: (final value, reason of the first step that failed, else null)."""
+def _reason(steps: list[tuple[pl.Expr, pl.Expr, str]]) -> pl.Expr:
+    """The reason of the first transform that turned a value into null, else null.
+
+    `steps` holds (value before, value after, reason) per transform, as column references: null in, null
+    out is not a failure; a value in and null out is.
+    """
     import polars as pl
 
-    failures: list[tuple[pl.Expr, str]] = []
-    for transform in m.transforms:
-        new, dtype, reason = _step(value, dtype, transform, m.format)
-        # Null in, null out is not a failure; a value in and null out is.
-        failures.append((value.is_not_null() & new.is_null(), reason))
-        value = new
-    if not failures:
-        return value, pl.lit(None, dtype=pl.String)
-    reason_expr: Any = pl.when(failures[0][0]).then(pl.lit(failures[0][1]))
-    for cond, reason in failures[1:]:
-        reason_expr = reason_expr.when(cond).then(pl.lit(reason))
-    return value, reason_expr.otherwise(pl.lit(None, dtype=pl.String))
+    if not steps:
+        return pl.lit(None, dtype=pl.String)
+    before, after, reason = steps[0]
+    expr: Any = pl.when(before.is_not_null() & after.is_null()).then(pl.lit(reason))
+    for before, after, reason in steps[1:]:
+        expr = expr.when(before.is_not_null() & after.is_null()).then(pl.lit(reason))
+    return cast("pl.Expr", expr.otherwise(pl.lit(None, dtype=pl.String)))
 
 
 def apply_mappings(records: pl.DataFrame, mappings: Sequence[MappingConfig]) -> MappingResult:
@@ -327,16 +341,67 @@ def apply_mappings(records: pl.DataFrame, mappings: Sequence[MappingConfig]) -> 
     if fills:
         frame = frame.with_columns(fills)
 
+    # Every transform step becomes a column of its own, computed once: the failure reasons compare each
+    # step with the one before, and written as one nested expression polars evaluated every step again
+    # for the reason (to_timestamp's two parses dominated the whole mapping).
+    current: dict[int, tuple[str, pl.DataType]] = {}
+    stages: list[list[pl.Expr]] = [[]]
+    for i, (m, dtype) in enumerate(zip(mappings, dtypes, strict=True)):
+        if not m.transforms:
+            continue
+        if isinstance(dtype, pl.Struct):
+            stages[0].append(pl.col(f"__src{i}").struct.json_encode().alias(f"__v{i}_0"))
+            current[i] = (f"__v{i}_0", pl.String())
+        else:
+            current[i] = (f"__src{i}", dtype)
+    shown_cols = {i: name for i, (name, _) in current.items()}
+    steps: dict[int, list[tuple[pl.Expr, pl.Expr, str]]] = {i: [] for i in current}
+    for j in range(max((len(m.transforms) for m in mappings), default=0)):
+        stage: list[pl.Expr] = []
+        # Intermediate columns of this step, by depth: the k-th one a step asks for may read the ones before.
+        inner: list[list[pl.Expr]] = []
+        for i, m in enumerate(mappings):
+            if j >= len(m.transforms):
+                continue
+            name, dtype = current[i]
+            depth = iter(range(1_000))
+
+            def materialize(
+                expr: pl.Expr,
+                name: str = f"__v{i}_{j + 1}",
+                depth: Iterator[int] = depth,
+                inner: list[list[pl.Expr]] = inner,
+            ) -> pl.Expr:
+                k = next(depth)
+                if len(inner) <= k:
+                    inner.append([])
+                inner[k].append(expr.alias(f"{name}_{k}"))
+                return pl.col(f"{name}_{k}")
+
+            new, new_dtype, reason = _step(pl.col(name), dtype, m.transforms[j], m.format, materialize)
+            new_name = f"__v{i}_{j + 1}"
+            stage.append(new.alias(new_name))
+            steps[i].append((pl.col(name), pl.col(new_name), reason))
+            current[i] = (new_name, new_dtype)
+        stages.extend(inner)
+        stages.append(stage)
+    for stage in stages:
+        if stage:
+            frame = frame.with_columns(stage)
+
     outputs: list[pl.Expr] = [pl.col(RECORD_INDEX)]
-    for i, (m, src_dtype) in enumerate(zip(mappings, dtypes, strict=True)):
-        src, dtype = pl.col(f"__src{i}"), src_dtype
-        if isinstance(dtype, pl.Struct) and m.transforms:
-            src, dtype = src.struct.json_encode(), pl.String()
-        value, reason = _chain(src, dtype, m)
-        outputs.append(value.alias(m.target))
-        outputs.append(reason.alias(f"__reason{i}"))
-        shown = src if isinstance(dtype, pl.String) else src.cast(pl.String, strict=False)
-        outputs.append((shown if m.transforms else pl.lit(None, dtype=pl.String)).alias(f"__shown{i}"))
+    for i, m in enumerate(mappings):
+        if i not in current:
+            outputs.append(pl.col(f"__src{i}").alias(m.target))
+            outputs.append(pl.lit(None, dtype=pl.String).alias(f"__reason{i}"))
+            outputs.append(pl.lit(None, dtype=pl.String).alias(f"__shown{i}"))
+            continue
+        outputs.append(pl.col(current[i][0]).alias(m.target))
+        outputs.append(_reason(steps[i]).alias(f"__reason{i}"))
+        shown, first_dtype = pl.col(shown_cols[i]), dtypes[i]
+        if not isinstance(first_dtype, pl.String | pl.Struct):
+            shown = shown.cast(pl.String, strict=False)
+        outputs.append(shown.alias(f"__shown{i}"))
     try:
         mapped = frame.select(outputs).collect()
     except pl.exceptions.ShapeError:

@@ -217,3 +217,31 @@ def test_a_failed_fetch_writes_nothing_and_stops_the_mapping_thread(
         ingest(cfg, {}, tmp_path / "raw", MAPPINGS, batch_records=2)
     assert not (tmp_path / "raw").exists()
     assert not [t for t in threading.enumerate() if t.name.startswith(("adu-map", "adu-raw"))]
+
+
+def test_types_learned_from_a_sample_are_corrected_by_the_rest_of_the_batch(
+    server: FixtureServer, tmp_path: Path
+) -> None:
+    """The first batch's types come from its first records; a float or a null-only key further in must
+    still give the two-step result (pyarrow rejects the batch, the whole batch is learned again)."""
+    records = [person(i) for i in range(1_500)]
+    records[1_200]["id"] = 1_200.5
+    records[1_300]["late_null"] = None
+    mappings = [*MAPPINGS, m("late_null", "LATE_NULL"), m("id", "ID_RAW")]
+    result = run(server, tmp_path, records, mappings, per_page=250, batch_records=10_000)
+    assert result.fallback_reason is None
+    assert result.rows.schema["ID_RAW"].is_float() and "late_null" not in result.missing_sources
+    assert_same_as_two_step(result, mappings)
+
+
+def test_a_key_that_is_only_ever_null_is_a_column_not_a_missing_source(
+    server: FixtureServer, tmp_path: Path
+) -> None:
+    records = [person(i) for i in range(1_500)]
+    records[1_300]["late_null"] = None
+    records[1_400]["note"] = "late_null is mentioned in a value, which proves nothing"
+    mappings = [*MAPPINGS, m("late_null", "LATE_NULL", default="-"), m("note", "NOTE")]
+    result = run(server, tmp_path, records, mappings, per_page=250, batch_records=10_000)
+    assert result.fallback_reason is None
+    assert result.missing_sources == ["nowhere"]
+    assert_same_as_two_step(result, mappings)

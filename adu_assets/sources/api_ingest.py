@@ -59,6 +59,7 @@ _BATCH_BYTES = 32 << 20
 # Batches queued for the mapping thread; the fetch waits beyond that, so memory stays bounded.
 _MAX_PENDING = 2
 
+_LEARN_SAMPLE = 1_000
 _SCALARS = {"null", "int", "float", "str", "bool"}
 
 
@@ -282,8 +283,10 @@ class _NarrowDecoder:
                 )
         learned_here = False
         if not self.learned:
-            self._learn(raws)
-            learned_here = True
+            # msgspec builds Python objects while holding the GIL, which the fetch threads need: learn from
+            # a sample, and from the whole batch only if pyarrow then finds a value the sample did not show.
+            self._learn(raws[:_LEARN_SAMPLE])
+            learned_here = len(raws) <= _LEARN_SAMPLE
         try:
             flat = self.parse(text)
         except pa.ArrowInvalid:

@@ -64,6 +64,10 @@ __all__ = [
 ]
 
 RAW_FILE_GLOB = "raw-*.parquet"
+# Concurrent paging keeps this many pages per worker submitted or finished but not yet consumed. Beyond the
+# pages in flight, the queued ones keep the workers busy while the consuming thread is held up (the GIL,
+# a row group being handed over, a mapping batch); 2 per worker left the network idle in those moments.
+_WINDOW_PER_WORKER = 4
 
 # Query parameter names that carry credentials in the wild; their values never reach an error message.
 _SECRET_PARAM_NAMES = frozenset(
@@ -1003,10 +1007,10 @@ class _Fetcher:
             ) from None
 
     def _concurrent(self, numbers: range) -> Iterator[_Page]:
-        """Fetch pages in parallel but hand them over in order, holding at most ~2×concurrency pages."""
+        """Fetch pages in parallel but hand them over in order, holding at most ~4×concurrency pages."""
         if not numbers:
             return
-        window = 2 * self.cfg.concurrency
+        window = _WINDOW_PER_WORKER * self.cfg.concurrency
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency, thread_name_prefix="adu-http") as pool:
             pending: deque[Future[_Page]] = deque()
             it = iter(numbers)

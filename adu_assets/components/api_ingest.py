@@ -168,8 +168,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         from adu_assets.io_managers.landing import partition_file
         from adu_assets.io_managers.upsert.base import check_destination_columns
         from adu_assets.settings import data_root
-        from adu_assets.sources.http import fetch_to_parquet
-        from adu_assets.sources.mapping import apply_mappings, load_records
+        from adu_assets.sources.api_ingest import ingest
 
         partition = context.partition_key
         window = context.partition_time_window
@@ -180,37 +179,39 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         }
         root = data_root()
         started = time.monotonic()
-        fetched = fetch_to_parquet(
-            self.request, variables, root / "raw" / self.name / partition, log=context.log
+        # Pages are decoded and mapped in a background thread while later pages download.
+        result = ingest(
+            self.request, variables, root / "raw" / self.name / partition, self.mappings, log=context.log
         )
-        mapped = apply_mappings(load_records(fetched.raw_files), self.mappings)
-        rows = mapped.rows
+        rows = result.rows
         context.log.info(
-            f"{self.name} {partition}: {fetched.records} records from {fetched.pages} pages "
-            f"({fetched.requests} requests, {fetched.retries} retries); {rows.height} rows mapped, "
-            f"{mapped.errors.height} mapping errors"
+            f"{self.name} {partition}: {result.records} records from {result.pages} pages "
+            f"({result.requests} requests, {result.retries} retries); {rows.height} rows mapped, "
+            f"{result.errors.height} mapping errors"
         )
         # A mapped column the table lacks is an error before anything is written.
         check_destination_columns(self.destination, list(rows.columns))
 
         metadata: dict[str, Any] = {
-            "records": dg.MetadataValue.int(fetched.records),
-            "pages": dg.MetadataValue.int(fetched.pages),
-            "requests": dg.MetadataValue.int(fetched.requests),
-            "retries": dg.MetadataValue.int(fetched.retries),
-            "fetch_s": dg.MetadataValue.float(round(fetched.seconds, 3)),
+            "records": dg.MetadataValue.int(result.records),
+            "pages": dg.MetadataValue.int(result.pages),
+            "requests": dg.MetadataValue.int(result.requests),
+            "retries": dg.MetadataValue.int(result.retries),
+            "fetch_s": dg.MetadataValue.float(round(result.seconds, 3)),
             "raw_path": dg.MetadataValue.path(str(root / "raw" / self.name / partition)),
-            "mapping_errors": dg.MetadataValue.int(mapped.errors.height),
+            "mapping_errors": dg.MetadataValue.int(result.errors.height),
         }
-        if mapped.errors.height:
+        if result.errors.height:
             errors_dir = root / "errors" / self.name / partition
             errors_dir.mkdir(parents=True, exist_ok=True)
             path = errors_dir / "mapping_errors.parquet"
-            mapped.errors.write_parquet(path)
+            result.errors.write_parquet(path)
             metadata["mapping_errors_path"] = dg.MetadataValue.path(str(path))
-            metadata["mapping_errors_preview"] = dg.MetadataValue.md(_markdown(mapped.errors.head(10)))
-        if mapped.missing_sources:
-            metadata["missing_sources"] = ", ".join(mapped.missing_sources)
+            metadata["mapping_errors_preview"] = dg.MetadataValue.md(_markdown(result.errors.head(10)))
+        if result.fallback_reason:
+            metadata["mapping_path"] = f"two-step ({result.fallback_reason})"
+        if result.missing_sources:
+            metadata["missing_sources"] = ", ".join(result.missing_sources)
 
         results = self.evaluate_checks(rows, {s.name for s in specs})
         failed_blocking = [r for r in results if not r.passed and r.severity == dg.AssetCheckSeverity.ERROR]

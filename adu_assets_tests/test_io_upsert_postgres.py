@@ -257,3 +257,99 @@ def test_io_manager_materialize_reports_and_hides_password(
     for path in dagster_home.rglob("*"):
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), path
+
+
+def test_skips_counted_exactly_through_bisection(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
+    # One batch holds an unchanged row (1), a skipped one (2), a changed one (3), a new one (50) and a
+    # foreign-key failure (51) that only bisection finds: the failed attempts must not count row 2 twice.
+    dest = DestinationConfig.model_validate({**orders, "batch_size": 10})
+    data = pa.table(
+        {
+            "order_id": [1, 2, 3, 50, 51],
+            "customer": [1, 2, 2, 1, 99],
+            "item": ["apple", "PEAR", "plum2", "new", "bad-fk"],
+        }
+    )
+    result = upsert(dest, data, run_id="bisect")
+    assert (result.inserted, result.updated, result.unchanged, result.skipped, result.errors) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    )
+    assert rows(
+        pg, pg_db, "SELECT order_id, item FROM orders WHERE order_id IN (2, 3, 50, 51) ORDER BY 1"
+    ) == [
+        (2, "pear"),
+        (3, "plum2"),
+        (50, "new"),
+    ]
+
+
+def test_skip_without_value_columns_counts_by_probe(pg: PgServer, pg_db: str, orders: dict[str, Any]) -> None:
+    # Only key columns: ON CONFLICT DO NOTHING has no WHERE to count skips in, so the key index is probed.
+    with pg.connect(pg_db) as c:
+        c.execute(f"SET ROLE writer_{pg_db}")
+        c.execute("CREATE TABLE seen (order_id int PRIMARY KEY, processed char(1) NOT NULL DEFAULT 'N')")
+        c.execute("INSERT INTO seen VALUES (1, 'N'), (2, 'Y'), (3, 'N')")
+    dest = DestinationConfig.model_validate({**orders, "table": "seen"})
+    result = upsert(dest, pa.table({"order_id": [1, 2, 3, 60]}), run_id="keys-only")
+    assert (result.inserted, result.updated, result.unchanged, result.skipped, result.errors) == (
+        1,
+        0,
+        2,
+        1,
+        0,
+    )
+
+
+def test_many_batches_read_ahead_with_errors_and_skips(
+    pg: PgServer, pg_db: str, orders: dict[str, Any]
+) -> None:
+    # Batches of 4 over 40 rows: the next batch is prepared while one is written; counts add up across batches.
+    dest = DestinationConfig.model_validate({**orders, "batch_size": 4})
+    ids = [1, 2, 3, *range(100, 137)]
+    data = pa.table(
+        {
+            "order_id": pa.array(ids, pa.int32()),
+            "customer": [99 if i in (105, 121) else 1 for i in ids],  # two foreign-key failures
+            "item": ["apple", "PEAR", "plum", *(f"i{i}" for i in range(100, 137))],
+        }
+    )
+    result = upsert(dest, data.to_reader(max_chunksize=3), run_id="many")
+    assert (result.inserted, result.updated, result.skipped, result.errors, result.rows_in) == (
+        35,
+        1,
+        1,
+        2,
+        40,
+    )
+    assert result.unchanged == 1
+    assert rows(pg, pg_db, "SELECT count(*) FROM orders") == [(38,)]
+
+
+def test_source_failure_midway_rolls_back_everything(
+    pg: PgServer, pg_db: str, orders: dict[str, Any]
+) -> None:
+    dest = DestinationConfig.model_validate({**orders, "batch_size": 2})
+    schema = pa.schema([("order_id", pa.int32()), ("item", pa.string())])
+
+    def batches() -> Any:
+        yield pa.record_batch([pa.array([70, 71], pa.int32()), pa.array(["a", "b"])], schema=schema)
+        yield pa.record_batch([pa.array([72, 73], pa.int32()), pa.array(["c", "d"])], schema=schema)
+        raise OSError("source went away")
+
+    with pytest.raises(OSError, match="source went away"):
+        upsert(dest, pa.RecordBatchReader.from_batches(schema, batches()), run_id="broken")
+    assert rows(pg, pg_db, "SELECT count(*) FROM orders") == [(3,)]
+
+
+def test_batch_size_defaults_per_dialect(orders: dict[str, Any]) -> None:
+    from adu_assets.io_managers.upsert.duckdb import DuckDBUpsert
+    from adu_assets.io_managers.upsert.postgres import PostgresUpsert
+
+    assert DestinationConfig.model_validate(orders).batch_size is None
+    assert PostgresUpsert.default_batch_size == 250_000 and DuckDBUpsert.default_batch_size == 50_000
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        DestinationConfig.model_validate({**orders, "batch_size": 0})

@@ -27,10 +27,12 @@ import datetime as dt
 import json
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,7 @@ from pydantic import Field, model_validator
 
 from adu_assets.model_bounds import require_at_least
 from adu_assets.secrets import redact
+from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
@@ -72,7 +75,10 @@ class DestinationConfig(dg.Model):
         default_factory=list, description="Columns that identify a row (required for upsert)"
     )
     skip_when: SkipWhen | None = None
-    batch_size: int = Field(default=50_000, description="Rows per staging batch; bounds memory")
+    batch_size: int | None = Field(
+        default=None,
+        description="Rows per staging batch; bounds memory. Default: 250,000 for PostgreSQL, 50,000 otherwise",
+    )
     error_table: str | None = Field(
         default=None,
         description="Keep rejected rows in this table (created if missing) instead of a Parquet file",
@@ -349,11 +355,7 @@ def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
 
 
 def errors_root() -> Path:
-    if os.environ.get("ADU_DATA_DIR"):
-        return Path(os.environ["ADU_DATA_DIR"])
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"]) / "adu_data"
-    return Path.cwd() / ".adu_data"
+    return data_root()
 
 
 def _jsonable(v: Any) -> Any:
@@ -419,9 +421,19 @@ class ParquetErrorFile:
 class Dialect(ABC):
     """One destination connection for one load. The driver below calls these in order."""
 
+    # Rows per batch when destination.batch_size is not set.
+    default_batch_size = 50_000
+    # Prepare the next batch (pre-checks, encode()) in a background thread while this one is written. Only where
+    # the source can safely be read from another thread than the destination's connection is used from.
+    prefetch = False
+
     def __init__(self, dest: DestinationConfig, log: logging.Logger) -> None:
         self.dest = dest
         self.log = log
+
+    def encode(self, batch: pa.Table) -> Any:
+        """Turn the staged batch (with its RN column) into what stage() sends; may run in the prefetch thread."""
+        return None
 
     @abstractmethod
     def catalog(self) -> tuple[str | None, str, list[TargetColumn]]:
@@ -432,8 +444,9 @@ class Dialect(ABC):
         """Create the staging table and check the statements (before any write)."""
 
     @abstractmethod
-    def stage(self, batch: pa.Table) -> Rejects:
-        """Bulk-load the batch (with its RN column) into staging; return rows refused while staging or by set checks."""
+    def stage(self, batch: pa.Table, encoded: Any = None) -> Rejects:
+        """Bulk-load the batch (with its RN column; `encoded` is what encode() made of it) into staging; return
+        rows refused while staging or by set checks."""
 
     @abstractmethod
     def piece(self) -> AbstractContextManager[None]:
@@ -510,6 +523,75 @@ def _is_connection_lost(e: BaseException) -> bool:
     )
 
 
+@dataclass
+class PreparedBatch:
+    """One batch after the pre-checks, ready to stage."""
+
+    batch: pa.Table  # normalized input columns
+    rejects: Rejects
+    duplicates: int
+    staged: pa.Table  # the rows to stage, with their RN column
+    staged_rns: np.ndarray  # sorted
+    encoded: Any
+
+
+def prepare_batch(raw: pa.Table, plan: Plan, dialect: Dialect) -> PreparedBatch:
+    batch = normalize_batch(raw.select(plan.columns))
+    n = batch.num_rows
+    rejects, superseded = precheck(batch, plan)
+    keep = ~superseded
+    if rejects.reasons:
+        keep[list(rejects.reasons)] = False
+    rn = pa.array(np.arange(n, dtype=np.int64))
+    staged = batch.append_column(RN, rn).filter(pa.array(keep))
+    staged_rns = np.flatnonzero(keep).astype(np.int64)
+    encoded = dialect.encode(staged) if staged_rns.size else None
+    return PreparedBatch(batch, rejects, int(superseded.sum()), staged, staged_rns, encoded)
+
+
+def prefetched(items: Iterator[PreparedBatch]) -> Generator[PreparedBatch, None, None]:
+    """`items`, produced one ahead in a background thread: the next batch is prepared while this one is written.
+
+    At most two prepared batches exist at a time (the one being written and the next), so memory stays bounded by
+    about twice the batch size. An exception in the producer is raised here, in the consumer.
+    """
+    out: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+    # Released when the consumer takes an item: only then may the next one be prepared.
+    slot = threading.Semaphore(1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            while True:
+                while not slot.acquire(timeout=0.1):
+                    if stop.is_set():
+                        return
+                if stop.is_set():
+                    return
+                item = next(items, None)
+                if item is None:
+                    out.put((True, None))
+                    return
+                out.put((True, item))
+        except BaseException as e:  # handed to the consumer, which raises it
+            out.put((False, e))
+
+    worker = threading.Thread(target=produce, name="adu-upsert-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = out.get()
+            if not ok:
+                raise item
+            if item is None:
+                return
+            slot.release()
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def run_upsert(
     dialect: Dialect,
     dest: DestinationConfig,
@@ -525,21 +607,16 @@ def run_upsert(
     result = UpsertResult(table=plan.qualified_label())
     dialect.prepare(plan, normalize_batch(reader.schema.empty_table().select(plan.columns)).schema)
     error_file = None if dest.error_table else ParquetErrorFile(plan, run_id)
+    batch_size = dest.batch_size or dialect.default_batch_size
+    batches = (prepare_batch(raw, plan, dialect) for raw in rechunk(reader, batch_size))
+    stream = prefetched(batches) if dialect.prefetch else batches
     try:
-        for raw in rechunk(reader, dest.batch_size):
-            batch = normalize_batch(raw.select(plan.columns))
-            n = batch.num_rows
-            result.rows_in += n
-            rejects, superseded = precheck(batch, plan)
-            keep = ~superseded
-            if rejects.reasons:
-                keep[list(rejects.reasons)] = False
-            result.duplicates += int(superseded.sum())
-            rn = pa.array(np.arange(n, dtype=np.int64))
-            staged_batch = batch.append_column(RN, rn).filter(pa.array(keep))
-            staged_rns = np.flatnonzero(keep).astype(np.int64)
+        for p in stream:
+            result.rows_in += p.batch.num_rows
+            rejects, staged_rns = p.rejects, p.staged_rns
+            result.duplicates += p.duplicates
             if staged_rns.size:
-                more = dialect.stage(staged_batch)
+                more = dialect.stage(p.staged, p.encoded)
                 if more.reasons:
                     staged_rns = staged_rns[~np.isin(staged_rns, np.fromiter(more.reasons, np.int64))]
                     for k, v in more.reasons.items():
@@ -552,7 +629,7 @@ def run_upsert(
             result.skipped += counts.skipped
             result.errors += len(rejects)
             if rejects.reasons:
-                errs = error_rows(batch, rejects, plan, run_id)
+                errs = error_rows(p.batch, rejects, plan, run_id)
                 if dest.error_table:
                     result.error_table = dialect.write_error_table(dest.error_table, errs)
                 else:
@@ -565,6 +642,7 @@ def run_upsert(
         dialect.rollback()
         raise
     finally:
+        stream.close()  # stops the prefetch thread, if any
         if error_file is not None:
             result.error_rows_path = error_file.close()
     result.unchanged = (
@@ -624,7 +702,8 @@ def upsert(
 ) -> UpsertResult:
     """Insert or upsert `data` into dest.table; rows the database refuses are kept with their reason.
 
-    Memory is bounded by dest.batch_size when `data` is a RecordBatchReader.
+    Memory is bounded by the batch size (dest.batch_size, else the dialect's default) when `data` is a
+    RecordBatchReader; PostgreSQL prepares the next batch while writing one, so it holds two.
     """
     logger = log or _log
     dialect = open_dialect(dest, logger, connection)

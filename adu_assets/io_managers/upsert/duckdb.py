@@ -166,7 +166,7 @@ class DuckDBUpsert(Dialect):
             if r[1]
         ]
 
-    def stage(self, batch: pa.Table) -> Rejects:
+    def stage(self, batch: pa.Table, encoded: Any = None) -> Rejects:
         plan = self.plan
         assert plan is not None
         self.conn.register(self._view, batch)

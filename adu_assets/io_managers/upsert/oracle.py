@@ -243,7 +243,7 @@ class OracleUpsert(Dialect):
             arrays.append(col)
         return arrays, sizes
 
-    def stage(self, batch: pa.Table) -> Rejects:
+    def stage(self, batch: pa.Table, encoded: Any = None) -> Rejects:
         rejects = Rejects()
         arrays, sizes = self._bind_columns(batch)
         rns = batch.column(RN).to_numpy()

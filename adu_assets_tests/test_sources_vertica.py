@@ -740,3 +740,10 @@ def test_real_vertica_injection_name_finds_nothing(vertica_cfg: ConnectionConfig
         assert vertica.discover_tables(conn, "x'; drop table x; --") == []
     finally:
         conn.close()
+
+
+def test_timestamptz_survives_pandera_being_imported() -> None:
+    # pandera's import makes pyarrow drop the offset of aware datetimes; the reader must not depend on it.
+    import pandera.polars  # noqa: F401
+
+    test_stream_batches_bounded_by_batch_size()

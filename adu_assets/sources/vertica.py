@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
@@ -361,6 +361,8 @@ def _batches(
             arrays = []
             # One transpose per batch; each column goes to Arrow as it came from the driver.
             for name, arrow_type, values in zip(schema.names, types, zip(*rows, strict=True), strict=True):
+                if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
+                    values = _as_utc(values)
                 try:
                     arrays.append(pa.array(values, type=arrow_type))
                 except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
@@ -389,3 +391,15 @@ def _batches(
                 conn.close()
             except Exception:
                 pass  # nothing more to release; a close error must not hide the real outcome
+
+
+def _as_utc(values: Sequence[Any]) -> list[Any]:
+    """Aware datetimes moved to UTC before Arrow sees them.
+
+    pyarrow normally converts an aware datetime to UTC itself, but once `pandera` has been imported in
+    the process (the checks import it) it takes the wall-clock time and drops the offset: 12:00+01:00
+    becomes 12:00Z. Measured with pyarrow 26 and pandera 0.35; converting first is right either way.
+    """
+    return [
+        v.astimezone(UTC) if v is not None and getattr(v, "tzinfo", None) is not None else v for v in values
+    ]

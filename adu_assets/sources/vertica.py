@@ -361,10 +361,11 @@ def _batches(
             arrays = []
             # One transpose per batch; each column goes to Arrow as it came from the driver.
             for name, arrow_type, values in zip(schema.names, types, zip(*rows, strict=True), strict=True):
+                column: Sequence[Any] = values
                 if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None:
-                    values = _as_utc(values)
+                    column = _as_utc(values)
                 try:
-                    arrays.append(pa.array(values, type=arrow_type))
+                    arrays.append(pa.array(column, type=arrow_type))
                 except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                     raise ValueError(f"column {name!r} does not fit Arrow type {arrow_type}: {exc}") from None
             # The DB-API contract: fewer rows than asked for means the result set is exhausted.

@@ -1,4 +1,4 @@
-"""Numeric bounds for YAML models.
+"""Field checks shared by the YAML models: numeric bounds, component names, ISO dates.
 
 Dagster's component resolver accepts only plain field types in YAML models, and pydantic's
 `Field(ge=...)` turns a field into an `Annotated` type that it rejects. So bounds are checked in a
@@ -20,3 +20,21 @@ def require_at_most(model: Any, where: str, **maximums: float) -> None:
         value = getattr(model, field)
         if value is not None and value > maximum:
             raise ValueError(f"{where}.{field} must be at most {maximum:g} (got {value})")
+
+
+def asset_key_name(value: str) -> str:
+    """A component `name`: it becomes an asset key prefix, a group and job names."""
+    if not value or not all(c.isalnum() or c == "_" for c in value):
+        raise ValueError(f"name {value!r} must be letters, digits and underscores (it becomes an asset key)")
+    return value
+
+
+def iso_date(value: str | None, field: str = "start_date") -> str | None:
+    if value is not None:
+        from datetime import datetime
+
+        try:
+            datetime.strptime(value, "%Y-%m-%d")
+        except ValueError:
+            raise ValueError(f"{field} {value!r} must be a date like 2024-01-31") from None
+    return value

@@ -208,3 +208,15 @@ def test_drift_profile_and_freshness_on_mapped_rows(
     assert report.exists() and report.stat().st_size > 1000
     profile = next(e for e in second.get_asset_check_evaluations() if e.check_name == "profile")
     assert Path(str(profile.metadata["path"].value)).read_text().lstrip().lower().startswith("<!doctype html")
+
+
+def test_schedule_and_resume_job_from_yaml(
+    pg: PgServer, hr_db: str, tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = task_yaml("http://127.0.0.1:9/employees", pg, hr_db, schedule="*/30 * * * *", max_consecutive_failures=5)
+    write_component(tmp_path / "defs", "hr", "adu_assets.ApiIngest", cfg)
+    d = load(tmp_path / "defs", monkeypatch)
+    assert d.resolve_schedule_def("hr_employees_schedule").cron_schedule == "*/30 * * * *"
+    assert {j.name for j in d.jobs} >= {"hr_employees_job", "adu_resume_hr_employees"}  # type: ignore[union-attr]
+    (asset,) = [a for a in d.assets if isinstance(a, dg.AssetsDefinition)]  # type: ignore[union-attr]
+    assert asset.op.retry_policy is not None and asset.op.retry_policy.max_retries == 3

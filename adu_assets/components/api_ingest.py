@@ -16,9 +16,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, field_validator
 
+from adu_assets.automation.retries import network_retry_policy
 from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig
 from adu_assets.io_managers.upsert.base import DestinationConfig
+from adu_assets.model_bounds import asset_key_name
 from adu_assets.sources.http import RequestConfig
 from adu_assets.sources.mapping import MappingConfig
 
@@ -42,18 +44,16 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
     profile: bool = Field(
         default=False, description="ydata-profiling HTML report of each partition's mapped rows"
     )
-    schedule: str | None = None
+    schedule: str | None = Field(default=None, description="Cron string; runs the partition that just ended")
     timezone: str = "UTC"
+    max_consecutive_failures: int = Field(
+        default=3, description="Circuit breaker: pause the schedule after this many failed runs in a row"
+    )
     owners: list[str] = Field(default_factory=list)
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_key(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c == "_" for c in v):
-            raise ValueError(f"name {v!r} must be letters, digits and underscores (it becomes an asset key)")
-        return v
+    _name_is_key = field_validator("name")(lambda v: asset_key_name(v))
 
     @field_validator("mappings")
     @classmethod
@@ -66,7 +66,20 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        return dg.Definitions(assets=[self.build_asset()], asset_checks=self.build_after_checks())
+        from adu_assets.automation import automation_defs
+
+        asset = self.build_asset()
+        return dg.Definitions.merge(
+            dg.Definitions(assets=[asset], asset_checks=self.build_after_checks()),
+            automation_defs(
+                component_name=self.name,
+                assets=[asset],
+                cron=self.schedule,
+                timezone=self.timezone,
+                partitions_def=self.partitions_def(),
+                max_consecutive_failures=self.max_consecutive_failures,
+            ),
+        )
 
     def build_after_checks(self) -> list[dg.AssetChecksDefinition]:
         """Drift and profile of the mapped rows: statistical and slow, so separate non-blocking checks
@@ -147,7 +160,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             tags={**self.tags, "adu/kind": "api"},
             pool=f"adu_api_{self.name}",
             freshness_policy=freshness_policy(checks_cfg.freshness),
-            retry_policy=_network_retry_policy(),
+            retry_policy=network_retry_policy(),
         )
         def api_task(context: dg.AssetExecutionContext) -> Any:
             from adu_assets.io_managers.upsert.base import DestinationError
@@ -274,13 +287,3 @@ def _markdown(frame: Any) -> str:
     from adu_assets.io_managers.landing import markdown_table
 
     return markdown_table(frame.columns, frame.rows())
-
-
-def _network_retry_policy() -> dg.RetryPolicy:
-    try:
-        from adu_assets.automation.retries import network_retry_policy
-    except ImportError:
-        return dg.RetryPolicy(
-            max_retries=2, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-        )
-    return network_retry_policy()

@@ -11,7 +11,6 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from adu_assets.automation.retries import network_retry_policy
 from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig, FreshnessConfig
-from adu_assets.model_bounds import require_at_least
+from adu_assets.model_bounds import asset_key_name, iso_date, require_at_least
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
 
@@ -77,21 +76,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     watermark_interval_seconds: int = Field(default=300, description="Seconds between watermark polls")
     defs_state: ResolvedDefsStateConfig = Field(default_factory=DefsStateConfigArgs.local_filesystem)
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_key(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c == "_" for c in v):
-            raise ValueError(f"name {v!r} must be letters, digits and underscores (it becomes an asset key)")
-        return v
+    _name_is_key = field_validator("name")(lambda v: asset_key_name(v))
 
-    @field_validator("start_date")
-    @classmethod
-    def _iso_date(cls, v: str) -> str:
-        try:
-            datetime.strptime(v, "%Y-%m-%d")
-        except ValueError:
-            raise ValueError(f"start_date {v!r} must be a date like 2024-01-31") from None
-        return v
+    _iso_date = field_validator("start_date")(lambda v: iso_date(v))
 
     @model_validator(mode="after")
     def _bounds(self) -> "DatabaseExport":

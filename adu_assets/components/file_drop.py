@@ -26,6 +26,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 from pydantic import Field, field_validator, model_validator
 
+from adu_assets.model_bounds import asset_key_name, iso_date
 from adu_assets.settings import data_root, expand_path
 
 if TYPE_CHECKING:
@@ -81,22 +82,9 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
     description: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_key(cls, v: str) -> str:
-        if not v or not all(c.isalnum() or c == "_" for c in v):
-            raise ValueError(f"name {v!r} must be letters, digits and underscores (it becomes an asset key)")
-        return v
+    _name_is_key = field_validator("name")(lambda v: asset_key_name(v))
 
-    @field_validator("start_date")
-    @classmethod
-    def _iso_date(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                datetime.strptime(v, "%Y-%m-%d")
-            except ValueError:
-                raise ValueError(f"start_date {v!r} must be a date like 2024-01-31") from None
-        return v
+    _iso_date = field_validator("start_date")(lambda v: iso_date(v))
 
     # Bounds are checked here rather than with Field(ge=...): Dagster's resolver rejects Annotated types.
     @model_validator(mode="after")

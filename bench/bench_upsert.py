@@ -244,16 +244,16 @@ def main(argv: list[str] | None = None) -> int:
             f"  round {i}: COPY {r['copy']:6.2f} s  {n / r['copy']:>9,.0f} rows/s   "
             f"upsert() {r['ours']:6.2f} s  {n / r['ours']:>9,.0f} rows/s{ref}"
         )
-        line = f"           upsert/COPY rows/s {r['copy'] / r['ours']:.2f}"
+        line = f"           upsert/COPY rows/s {r['copy'] / r['ours']:.3f}"
         if "ref" in r:
-            line += f"   upsert/reference time {r['ours'] / r['ref']:.2f}"
+            line += f"   upsert/reference time {r['ours'] / r['ref']:.3f}"
         print(line + f"   upsert/row-by-row {n / r['ours'] / rbr_rps:.1f}x")
     print(f"  row by row ({sub.num_rows:,} rows): {t_rbr:6.2f} s  {rbr_rps:>9,.0f} rows/s")
     r1 = median([r["copy"] / r["ours"] for r in rounds])
     r2 = median([n / r["ours"] / rbr_rps for r in rounds])
     print("  median over rounds:")
     print(
-        f"  ratio upsert/COPY rows/s       : {r1:.2f}  (goal >= 0.35)  {'OK' if r1 >= 0.35 else 'BELOW GOAL'}"
+        f"  ratio upsert/COPY rows/s       : {r1:.3f}  (goal >= 0.35)  {'OK' if r1 >= 0.35 else 'BELOW GOAL'}"
     )
     print(
         f"  ratio upsert/row-by-row rows/s : {r2:.1f}x (goal >= 10x)   {'OK' if r2 >= 10 else 'BELOW GOAL'}"
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_reference:
         r3 = median([r["ours"] / r["ref"] for r in rounds])
         print(
-            f"  time upsert/reference          : {r3:.2f}  (goal <= 1.25)  {'OK' if r3 <= 1.25 else 'BELOW GOAL'}"
+            f"  time upsert/reference          : {r3:.3f}  (goal <= 1.25)  {'OK' if r3 <= 1.25 else 'BELOW GOAL'}"
         )
     return 0
 

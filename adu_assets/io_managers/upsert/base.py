@@ -19,6 +19,9 @@ How a bad row is isolated without a Python row loop on the hot path:
 
 Rejected rows are kept, with their key and reason, in the destination's `error_table` or in a Parquet file under
 ADU_DATA_DIR/errors/.
+
+Where the dialect allows it (PostgreSQL), steps 1 and the client-side encoding run one batch ahead in a background
+thread, so the client's work overlaps the server's; at most two batches are held then.
 """
 
 from __future__ import annotations

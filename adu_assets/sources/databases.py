@@ -105,6 +105,8 @@ def new_duckdb(database: str = ":memory:", *, threads: int | None = None) -> duc
     # Row order inside a partition carries no meaning (a PostgreSQL heap has none); not preserving it lets
     # DuckDB write Parquet and warehouse tables from all threads at once (measured 10-40% faster).
     con.execute("SET preserve_insertion_order = false")
+    # DuckDB draws a progress bar on stderr for long queries, which would fill every step's captured log.
+    con.execute("SET enable_progress_bar = false")
     return con
 
 

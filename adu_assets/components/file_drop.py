@@ -376,52 +376,14 @@ def load_file_into_warehouse(
 ) -> tuple[int, list[tuple[str, str]], str]:
     """Replace the rows of one file in the warehouse table, in one transaction.
 
-    Export partitions are dates, so `landing.load_warehouse` types `adu_partition` as DATE; here it is
-    the file's path, so the same steps run with a text column.
+    Export partitions are dates; here the partition is the file's path, so `adu_partition` is text.
     """
-    from adu_assets.io_managers.landing import (
-        PARTITION_COLUMN,
-        warehouse_lock,
-        warehouse_path,
-        warehouse_table,
-    )
-    from adu_assets.sources.catalog import quote_ident
+    from adu_assets.io_managers.landing import PARTITION_COLUMN, replace_partition_rows, warehouse_table
 
-    schema, table = warehouse_table(key)
-    target = f"wh.{quote_ident(schema)}.{quote_ident(table)}"
     tagged = f"SELECT *, CAST({sql_literal(rel)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({source})"
-    path = warehouse_path(root)
-    with warehouse_lock(path):
-        con.execute(f"ATTACH {sql_literal(str(path))} AS wh")
-        try:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{quote_ident(schema)}")
-            incoming = con.execute(f"DESCRIBE {tagged}").fetchall()
-            existing = {
-                r[0]
-                for r in con.execute(
-                    "SELECT column_name FROM duckdb_columns() "
-                    "WHERE database_name = 'wh' AND schema_name = ? AND table_name = ?",
-                    [schema, table],
-                ).fetchall()
-            }
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if not existing:
-                    con.execute(f"CREATE TABLE {target} AS {tagged} LIMIT 0")
-                for name, dtype, *_ in incoming:
-                    if existing and name not in existing:
-                        # A file with a new column widens the table; older files read NULL there.
-                        con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
-                con.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} = ?", [rel])
-                count = con.execute(f"INSERT INTO {target} BY NAME {tagged}").fetchone()
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.execute("DETACH wh")
-    columns = [(r[0], r[1]) for r in incoming if r[0] != PARTITION_COLUMN]
-    return (int(count[0]) if count else 0), columns, f"{schema}.{table}"
+    rows, columns = replace_partition_rows(con, root, key, tagged, f"{PARTITION_COLUMN} = {sql_literal(rel)}")
+    schema, table = warehouse_table(key)
+    return rows, columns, f"{schema}.{table}"
 
 
 def quarantine_file(path: Path, target: Path, reason: str, run_id: str) -> Path:

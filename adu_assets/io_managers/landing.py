@@ -179,47 +179,65 @@ def load_warehouse(
         source = f"SELECT *, DATE {quote_literal(partitions[0])} AS {PARTITION_COLUMN} FROM ({stream.sql})"
 
     report = LandingReport(warehouse_table=f"{schema}.{table}")
+    in_list = ", ".join(f"DATE {quote_literal(p)}" for p in partitions)
+    count, incoming = replace_partition_rows(con, root, key, source, f"{PARTITION_COLUMN} IN ({in_list})")
+    report.rows = count
+    report.columns = incoming
+    if parquet is None:
+        with attached_warehouse(con, root):
+            report.preview_md = _preview(
+                con,
+                f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {target} WHERE {PARTITION_COLUMN} IN ({in_list})",
+            )
+    return report
+
+
+@contextmanager
+def attached_warehouse(con: duckdb.DuckDBPyConnection, root: Path) -> Iterator[None]:
     path = warehouse_path(root)
     with warehouse_lock(path):
         con.execute(f"ATTACH {quote_literal(str(path))} AS wh")
         try:
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{quote_ident(schema)}")
-            incoming = con.execute(f"DESCRIBE {source}").fetchall()
-            existing = {
-                r[0]: r[1]
-                for r in con.execute(
-                    "SELECT column_name, data_type FROM duckdb_columns() "
-                    "WHERE database_name = 'wh' AND schema_name = ? AND table_name = ?",
-                    [schema, table],
-                ).fetchall()
-            }
-            con.execute("BEGIN TRANSACTION")
-            try:
-                if not existing:
-                    con.execute(f"CREATE TABLE {target} AS {source} LIMIT 0")
-                else:
-                    # A column that is new at the source is added, not an error.
-                    for name, dtype, *_ in incoming:
-                        if name not in existing:
-                            con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
-                in_list = ", ".join(f"DATE {quote_literal(p)}" for p in partitions)
-                con.execute(f"DELETE FROM {target} WHERE {PARTITION_COLUMN} IN ({in_list})")
-                count = con.execute(f"INSERT INTO {target} BY NAME {source}").fetchone()
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            report.rows = int(count[0]) if count else 0
-            report.columns = [(r[0], r[1]) for r in incoming if r[0] != PARTITION_COLUMN]
-            if parquet is None:
-                report.preview_md = _preview(
-                    con,
-                    f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {target} "
-                    f"WHERE {PARTITION_COLUMN} IN ({in_list})",
-                )
+            yield
         finally:
             con.execute("DETACH wh")
-    return report
+
+
+def replace_partition_rows(
+    con: duckdb.DuckDBPyConnection, root: Path, key: dg.AssetKey, source: str, partition_filter: str
+) -> tuple[int, list[tuple[str, str]]]:
+    """Replace the warehouse rows matching `partition_filter` with the rows of `source`, in one transaction.
+
+    `source` must carry the `adu_partition` column. The table is created on first use, and a column that is
+    new at the source is added rather than refused. Returns the rows inserted and the incoming columns.
+    """
+    schema, table = warehouse_table(key)
+    target = f"wh.{quote_ident(schema)}.{quote_ident(table)}"
+    with attached_warehouse(con, root):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS wh.{quote_ident(schema)}")
+        incoming = con.execute(f"DESCRIBE {source}").fetchall()
+        existing = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM duckdb_columns() "
+                "WHERE database_name = 'wh' AND schema_name = ? AND table_name = ?",
+                [schema, table],
+            ).fetchall()
+        }
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if not existing:
+                con.execute(f"CREATE TABLE {target} AS {source} LIMIT 0")
+            for name, dtype, *_ in incoming:
+                if existing and name not in existing:
+                    con.execute(f"ALTER TABLE {target} ADD COLUMN {quote_ident(name)} {dtype}")
+            con.execute(f"DELETE FROM {target} WHERE {partition_filter}")
+            count = con.execute(f"INSERT INTO {target} BY NAME {source}").fetchone()
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return (int(count[0]) if count else 0), [(r[0], r[1]) for r in incoming if r[0] != PARTITION_COLUMN]
 
 
 # --- metadata -------------------------------------------------------------------------------------

@@ -479,6 +479,28 @@ class Dialect(ABC):
         return redact(" ".join(str(exc).split()))
 
 
+class DbApiTransactions:
+    """commit/rollback/close for a dialect holding a DB-API connection in `self.conn` (owned when
+    `self._own`); shared by PostgreSQL and Oracle, whose drivers behave alike here."""
+
+    conn: Any
+    log: logging.Logger
+    _own: bool
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        try:
+            self.conn.rollback()
+        except Exception:
+            self.log.debug("rollback failed (connection already gone)")
+
+    def close(self) -> None:
+        if self._own:
+            self.conn.close()
+
+
 def isolate(dialect: Dialect, staged: np.ndarray, rejects: Rejects) -> Counts:
     """Apply the staged rows (sorted RNs); bisect failing ranges down to the rows the database refuses."""
     total = Counts()

@@ -31,6 +31,7 @@ from adu_assets.io_managers.upsert.base import (
     ERROR_COLUMNS,
     RN,
     Counts,
+    DbApiTransactions,
     DestinationConfig,
     DestinationError,
     Dialect,
@@ -111,7 +112,7 @@ def count_sql(plan: Plan, target: str, stage: str, skip_col: str | None) -> str:
     )
 
 
-class OracleUpsert(Dialect):
+class OracleUpsert(DbApiTransactions, Dialect):
     def __init__(self, dest: DestinationConfig, log: logging.Logger, conn: Any | None = None) -> None:
         super().__init__(dest, log)
         self._own = conn is None
@@ -302,16 +303,3 @@ class OracleUpsert(Dialect):
         with self.conn.cursor() as cur:
             cur.executemany(f"INSERT INTO {self.error_target} ({cols}) VALUES ({marks})", data)  # noqa: S608
         return name
-
-    def commit(self) -> None:
-        self.conn.commit()
-
-    def rollback(self) -> None:
-        try:
-            self.conn.rollback()
-        except Exception:
-            self.log.debug("rollback failed (connection already gone)")
-
-    def close(self) -> None:
-        if self._own:
-            self.conn.close()

@@ -43,6 +43,7 @@ from adu_assets.io_managers.upsert.base import (
     ERROR_COLUMNS,
     RN,
     Counts,
+    DbApiTransactions,
     DestinationConfig,
     DestinationError,
     Dialect,
@@ -106,7 +107,7 @@ def arrow_to_pg(t: pa.DataType) -> str:
     )
 
 
-class PostgresUpsert(Dialect):
+class PostgresUpsert(DbApiTransactions, Dialect):
     # 250k rows: per-statement costs are spread thin (measured 15-20% faster than 50k), and the staging table stays
     # around 25-100 MB for ordinary widths. Each batch is Arrow in memory; see DestinationConfig.batch_size.
     default_batch_size = 250_000
@@ -352,16 +353,3 @@ class PostgresUpsert(Dialect):
                 list(zip(*[rows.column(c).to_pylist() for c in ERROR_COLUMNS], strict=True)),
             )
         return f"{schema}.{table}" if schema else table
-
-    def commit(self) -> None:
-        self.conn.commit()
-
-    def rollback(self) -> None:
-        try:
-            self.conn.rollback()
-        except Exception:
-            self.log.debug("rollback failed (connection already gone)")
-
-    def close(self) -> None:
-        if self._own:
-            self.conn.close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -157,10 +156,3 @@ def scrub_exception(exc: BaseException, context: str) -> RuntimeError:
     """A RuntimeError with the same message minus secrets; raise it ``from None`` so the
     original (unscrubbed) exception is not serialized into the event log as its cause."""
     return RuntimeError(redact(f"{context}: {type(exc).__name__}: {exc}"))
-
-
-def public_dict(d: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a config mapping that is safe to show: secret references are kept, values never."""
-    return {
-        k: (REDACTED if k in {"password", "token", "secret", "client_secret"} else v) for k, v in d.items()
-    }

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,7 +274,3 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                 raise dg.Failure(description=str(e), allow_retries=e.retryable) from None
 
         return export_table
-
-
-def table_names(defs: dg.Definitions) -> Sequence[str]:
-    return [k.to_user_string() for k in defs.resolve_all_asset_keys()]

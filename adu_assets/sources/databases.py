@@ -189,10 +189,6 @@ def attach_source(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, *, labe
         raise SourceError(str(scrub_exception(e, f"cannot open source {label} ({cfg.describe()})"))) from None
 
 
-def default_schema(cfg: ConnectionConfig) -> str:
-    return {"postgres": "public", "vertica": "public"}.get(cfg.kind, "main")
-
-
 def discover(cfg: ConnectionConfig, schema: str, *, label: str) -> list[TableInfo]:
     """Every base table of `schema`, with its columns; views are left out."""
     if cfg.kind == "vertica":

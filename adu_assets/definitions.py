@@ -15,6 +15,7 @@ from adu_assets.demo import ensure_demo_sources
 from adu_assets.io_managers.tables import TableLandingIOManager
 from adu_assets.io_managers.upsert.io_manager import UpsertIOManager
 from adu_assets.secrets import install_log_redaction
+from adu_assets.warehouse import STORE_RESOURCE_KEY, LandingStore
 
 # Dagster flags backfill policies and code references as beta; they are the documented 1.13 way, so the
 # warnings would only bury real messages in every run's log.
@@ -45,6 +46,7 @@ def defs() -> dg.Definitions:
             # Keeps each source's Dagster pool limit equal to its YAML `max_parallel`.
             sensors=[pool_limits_sensor(merge_pool_limits(pools))] if pools else [],
             resources={
+                STORE_RESOURCE_KEY: LandingStore(),
                 TABLE_IO_MANAGER_KEY: TableLandingIOManager(),
                 UPSERT_IO_MANAGER_KEY: UpsertIOManager(),
             },

@@ -7,12 +7,10 @@ from pathlib import Path
 
 
 def data_root() -> Path:
-    """ADU_DATA_DIR, else a folder under DAGSTER_HOME, else ./.adu_data."""
-    if os.environ.get("ADU_DATA_DIR"):
-        return Path(os.environ["ADU_DATA_DIR"])
-    if os.environ.get("DAGSTER_HOME"):
-        return Path(os.environ["DAGSTER_HOME"]) / "adu_data"
-    return Path.cwd() / ".adu_data"
+    """ADU_DATA_DIR, else a folder under DAGSTER_HOME, else ./.adu_data (see `adu_assets.warehouse`)."""
+    from adu_assets.warehouse import default_data_dir
+
+    return default_data_dir()
 
 
 def expand_path(value: str) -> Path:

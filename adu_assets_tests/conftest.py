@@ -8,7 +8,8 @@ import pytest
 
 from adu_assets_tests.pg_server import PgServer, running_postgres
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# Sample databases shipped with the tests (each folder keeps its license): nothing outside the repository is read.
+SAMPLE_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -40,10 +41,10 @@ def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def shared_data(*parts: str) -> Path:
-    path = SHARED_DATA.joinpath(*parts)
+def sample_data(*parts: str) -> Path:
+    path = SAMPLE_DATA.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the tests expect ../shared/data beside the project root")
+        raise FileNotFoundError(f"{path} is missing from the repository's test data")
     return path
 
 
@@ -53,7 +54,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 @pytest.fixture(scope="session")
 def chinook(pg: PgServer) -> str:
     """The Chinook sample database (its script creates the database `chinook` itself)."""
-    pg.run_sql_file("postgres", shared_data("chinook", "Chinook_PostgreSql.sql"))
+    pg.run_sql_file("postgres", sample_data("chinook", "Chinook_PostgreSql.sql"))
     return "chinook"
 
 

@@ -19,7 +19,7 @@ from adu_assets.checks.rules import (
     parse_dtype,
     validate_rules,
 )
-from adu_assets_tests.conftest import shared_data
+from adu_assets_tests.conftest import sample_data
 from adu_assets_tests.pg_server import PgServer
 
 CHINOOK_DB = "chinook"
@@ -33,7 +33,7 @@ def load_chinook(pg: PgServer) -> None:
         with pg.connect(CHINOOK_DB) as conn:
             if conn.execute("SELECT to_regclass('public.invoice_line')").fetchone()[0] is not None:
                 return
-    pg.run_sql_file("postgres", shared_data("chinook", "Chinook_PostgreSql.sql"))
+    pg.run_sql_file("postgres", sample_data("chinook", "Chinook_PostgreSql.sql"))
 
 
 def read_table(pg: PgServer, sql: str) -> pl.DataFrame:

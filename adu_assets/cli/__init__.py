@@ -10,6 +10,7 @@ adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize th
 from __future__ import annotations
 
 import argparse
+import importlib
 import asyncio
 import getpass
 import os
@@ -78,6 +79,10 @@ def _demo(args: argparse.Namespace) -> int:
     return subprocess.call(cmd, env=os.environ.copy())
 
 
+# One module per command group (adu_assets/cli/<name>.py); add yours here.
+COMMAND_MODULES: list[str] = []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="adu", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -100,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--partition", default="2026-03-01")
     d.add_argument("--select", default="group:shop or group:inventory")
     d.set_defaults(func=_demo)
+
+    # Further commands live in their own modules under adu_assets/cli/, each with
+    # `register(subparsers)` that adds its parser and sets `func`. Imports stay inside the handlers.
+    for module in COMMAND_MODULES:
+        importlib.import_module(f"adu_assets.cli.{module}").register(sub)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

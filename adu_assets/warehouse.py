@@ -34,7 +34,7 @@ def default_data_dir() -> Path:
     return Path.cwd() / ".adu_data"
 
 
-class LandingStore(dg.ConfigurableResource):
+class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Owns ADU_DATA_DIR (Parquet tree, check baselines, reports) and the warehouse catalog."""
 
     data_dir: str | None = Field(

@@ -10,9 +10,9 @@ adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize th
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import getpass
+import importlib
 import os
 import subprocess
 import sys

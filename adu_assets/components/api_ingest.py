@@ -21,7 +21,7 @@ from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig
 from adu_assets.io_managers.upsert.base import DestinationConfig
 from adu_assets.model_bounds import asset_key_name
-from adu_assets.sources.http import RequestConfig
+from adu_assets.sources.http import RequestConfig, safe_url
 from adu_assets.sources.mapping import MappingConfig
 
 UPSERT_IO_MANAGER_KEY = "adu_upsert_io"
@@ -65,12 +65,21 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
 
+    def io_manager_key(self) -> str:
+        """This task's own IO manager: it holds the destination in code (see `destination_io_manager`)."""
+        return f"{UPSERT_IO_MANAGER_KEY}_{self.name}"
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from adu_assets.automation import automation_defs
+        from adu_assets.io_managers.upsert.io_manager import destination_io_manager
 
         asset = self.build_asset()
         return dg.Definitions.merge(
-            dg.Definitions(assets=[asset], asset_checks=self.build_after_checks()),
+            dg.Definitions(
+                assets=[asset],
+                asset_checks=self.build_after_checks(),
+                resources={self.io_manager_key(): destination_io_manager(self.destination)},
+            ),
             automation_defs(
                 component_name=self.name,
                 assets=[asset],
@@ -149,13 +158,15 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             group_name=self.name,
             kinds={"api", dest.connection.kind},
             owners=self.owners or None,
+            # The URL without credential-carrying query parameters: a key typed into the url stays out of the UI.
             description=self.description
-            or f"{self.request.method} {self.request.url} -> {dest.connection.kind} table {dest.table} ({dest.mode})",
+            or f"{self.request.method} {safe_url(self.request.url)} -> {dest.connection.kind} table {dest.table} "
+            f"({dest.mode})",
             partitions_def=self.partitions_def(),
             backfill_policy=dg.BackfillPolicy.multi_run(1),
-            io_manager_key=UPSERT_IO_MANAGER_KEY,
-            # Secret references only (password_env / password_encrypted): resolved inside the IO manager.
-            metadata={"adu/destination": dest.model_dump(mode="json")},
+            # The destination (and its secret references) goes to the IO manager in code, not as metadata.
+            io_manager_key=self.io_manager_key(),
+            metadata={"adu/destination_table": dest.table, "adu/destination_kind": dest.connection.kind},
             check_specs=specs,
             tags={**self.tags, "adu/kind": "api"},
             pool=f"adu_api_{self.name}",

@@ -175,6 +175,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         )
         def api_task(context: dg.AssetExecutionContext) -> Any:
             from adu_assets.io_managers.upsert.base import DestinationError
+            from adu_assets.settings import OutsideFolderError
             from adu_assets.sources.http import ApiHttpError, ApiResponseError
             from adu_assets.sources.mapping import MappingError
 
@@ -183,7 +184,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             except ApiHttpError as e:
                 # 5xx/429 were already retried with backoff inside the client; a 4xx will not get better.
                 raise dg.Failure(description=str(e), allow_retries=e.status >= 500) from None
-            except (ApiResponseError, MappingError, DestinationError) as e:
+            except (ApiResponseError, MappingError, DestinationError, OutsideFolderError) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
 
         return api_task
@@ -191,7 +192,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
     def run_partition(self, context: dg.AssetExecutionContext, specs: list[dg.AssetCheckSpec]) -> Any:
         from adu_assets.io_managers.landing import partition_file
         from adu_assets.io_managers.upsert.base import check_destination_columns
-        from adu_assets.settings import data_root
+        from adu_assets.settings import data_root, inside_data_dir
         from adu_assets.sources.api_ingest import ingest
 
         partition = context.partition_key
@@ -202,11 +203,16 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             "partition_key": partition,
         }
         root = data_root()
+        # The partition key names folders; one that is not a plain date must not lead outside the data folder.
+        raw_dir = inside_data_dir(
+            root / "raw" / self.name / partition, what=f"{self.name} {partition}", root=root
+        )
+        errors_dir = inside_data_dir(
+            root / "errors" / self.name / partition, what=f"{self.name} {partition}", root=root
+        )
         started = time.monotonic()
         # Pages are decoded and mapped in a background thread while later pages download.
-        result = ingest(
-            self.request, variables, root / "raw" / self.name / partition, self.mappings, log=context.log
-        )
+        result = ingest(self.request, variables, raw_dir, self.mappings, log=context.log)
         rows = result.rows
         context.log.info(
             f"{self.name} {partition}: {result.records} records from {result.pages} pages "
@@ -222,11 +228,10 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             "requests": dg.MetadataValue.int(result.requests),
             "retries": dg.MetadataValue.int(result.retries),
             "fetch_s": dg.MetadataValue.float(round(result.seconds, 3)),
-            "raw_path": dg.MetadataValue.path(str(root / "raw" / self.name / partition)),
+            "raw_path": dg.MetadataValue.path(str(raw_dir)),
             "mapping_errors": dg.MetadataValue.int(result.errors.height),
         }
         if result.errors.height:
-            errors_dir = root / "errors" / self.name / partition
             errors_dir.mkdir(parents=True, exist_ok=True)
             path = errors_dir / "mapping_errors.parquet"
             result.errors.write_parquet(path)
@@ -249,7 +254,11 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 allow_retries=False,
             )
         # The mapped rows also land as Parquet: the audit trail of what was sent, and drift's reference.
-        mapped_file = partition_file(root / "mapped", dg.AssetKey([self.name]), partition)
+        mapped_file = inside_data_dir(
+            partition_file(root / "mapped", dg.AssetKey([self.name]), partition),
+            what=f"{self.name} {partition}",
+            root=root,
+        )
         mapped_file.parent.mkdir(parents=True, exist_ok=True)
         staging = mapped_file.with_suffix(".staging")
         rows.write_parquet(staging, compression="zstd")

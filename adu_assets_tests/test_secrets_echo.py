@@ -249,6 +249,22 @@ def test_unregistered_credentials_in_an_echo_are_masked() -> None:
     assert '"Authorization": "***"' in text
 
 
+def test_unforeseen_errors_leave_the_step_redacted() -> None:
+    from adu_assets.components.api_ingest import _redacted_failure
+
+    secrets.register_secret(BEARER)
+    try:
+        try:
+            raise KeyError(f"header {quote_plus(BEARER)} unexpected")
+        except KeyError as inner:
+            raise RuntimeError(f"wrapped {json.dumps(BEARER)}") from inner
+    except RuntimeError as e:
+        failure = _redacted_failure(e, "echo_bearer")
+    text = failure.description or ""
+    assert "KeyError" in text and "RuntimeError" in text and "Traceback" in text
+    assert BEARER.split("+")[0] not in text
+
+
 def test_destination_token_is_not_in_the_definitions_snapshot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dagster_home: Path
 ) -> None:
@@ -261,10 +277,33 @@ def test_destination_token_is_not_in_the_definitions_snapshot(
     monkeypatch.setenv("ADU_FERNET_KEY", key)
     with running_fixture_server() as api:
         tokens = write_tasks(tmp_path / "defs", api, key)
+        # A database export's source connection with a Fernet token, beside the API tasks.
+        export_token = secrets.encrypt(DEST_PW, keys=key)
+        tokens.append(export_token)
+        conn = {
+            "kind": "postgres",
+            "host": "127.0.0.1",
+            "port": 9,
+            "database": "hr",
+            "user": "reader",
+            "password_encrypted": export_token,
+            "options": {"sslmode": "prefer"},
+        }
+        write_component(
+            tmp_path / "defs",
+            "export",
+            "adu_assets.DatabaseExport",
+            {
+                "name": "hr_export",
+                "connection": conn,
+                "start_date": "2021-01-01",
+                "tables": [{"name": "genre"}, {"name": "invoice", "incremental_column": "invoice_date"}],
+            },
+        )
         defs = load(tmp_path / "defs", monkeypatch)
     repo = defs.get_repository_def()
     snapshot = serialize_value(RepositorySnap.from_def(repo))
-    assert "echo_bearer" in snapshot  # the snapshot really holds the tasks
+    assert "echo_bearer" in snapshot and "hr_export" in snapshot  # the snapshot really holds the tasks
     for token in tokens:
         assert token not in snapshot
         assert token[:40] not in snapshot

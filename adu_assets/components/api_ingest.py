@@ -186,6 +186,12 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 raise dg.Failure(description=str(e), allow_retries=e.status >= 500) from None
             except (ApiResponseError, MappingError, DestinationError, OutsideFolderError) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
+            except (dg.Failure, dg.RetryRequested):
+                raise
+            except Exception as e:
+                # Anything unforeseen (a library error quoting a request, a bug) is stored in the event log
+                # and served to the UI: only a redacted copy leaves the step, with its traceback as text.
+                raise _redacted_failure(e, component.name) from None
 
         return api_task
 
@@ -291,6 +297,15 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 )
             )
         return out
+
+
+def _redacted_failure(exc: Exception, name: str) -> dg.Failure:
+    import traceback
+
+    from adu_assets.secrets import redact
+
+    trace = "".join(traceback.format_exception(exc))
+    return dg.Failure(description=redact(f"{name}: {type(exc).__name__}: {exc}\n\n{trace}"))
 
 
 def _named(result: dg.AssetCheckResult, name: str) -> dg.AssetCheckResult:

@@ -65,8 +65,8 @@ def _base64_fragments(raw: bytes) -> set[str]:
 
 def secret_forms(value: str) -> set[str]:
     """Every form of `value` that `redact()` removes: literal, URL-encoded (quote, quote_plus, lower-case
-    hex), JSON-escaped (with and without \\u escapes, with an escaped /), and base64 of each of those (see
-    `_base64_fragments`)."""
+    hex), JSON-escaped (with and without \\u escapes, with an escaped /), SQL- and libpq-quoted, and base64
+    of each of those (see `_base64_fragments`)."""
     forms = {value}
     for q in (quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="")):
         forms.add(q)
@@ -76,6 +76,10 @@ def secret_forms(value: str) -> set[str]:
         escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
         forms.add(escaped)
         forms.add(escaped.replace("/", "\\/"))
+    # As a SQL literal ('' for ') or a libpq connection-string value (\' and \\): a driver error may quote
+    # the statement or the connection string it was given.
+    forms.add(value.replace("'", "''"))
+    forms.add(value.replace("\\", "\\\\").replace("'", "\\'"))
     # base64 of a JSON body or a query string holds the escaped forms, not the literal one.
     for text in list(forms):
         forms |= _base64_fragments(text.encode())

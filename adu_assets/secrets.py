@@ -33,6 +33,9 @@ class SecretError(ValueError):
 # So each secret is registered in every form it is likely to be echoed in, and `redact()` removes them all.
 
 _known: set[str] = set()
+# `_known`, longest first (a form that contains another is replaced whole); rebuilt on registration, since
+# `redact()` runs on every log record and registration happens a few times per run.
+_ordered: tuple[str, ...] = ()
 _lock = threading.Lock()
 # Shorter forms would redact half the log; a real credential is never this short.
 _MIN_LEN = 4
@@ -89,18 +92,19 @@ def secret_forms(value: str) -> set[str]:
 def register_secret(value: str) -> str:
     """Make `redact()` and the log filter remove `value` in all its forms; returns `value`."""
     if value and len(value) >= _MIN_LEN:
+        global _ordered
         forms = secret_forms(value)
         with _lock:
-            _known.update(forms)
+            if not forms <= _known:
+                _known.update(forms)
+                _ordered = tuple(sorted(_known, key=len, reverse=True))
     return value
 
 
 def redact(text: str) -> str:
     if not text:
         return text
-    with _lock:
-        values = sorted(_known, key=len, reverse=True)
-    for v in values:
+    for v in _ordered:
         if v in text:
             text = text.replace(v, REDACTED)
     return text

@@ -249,6 +249,32 @@ def test_unregistered_credentials_in_an_echo_are_masked() -> None:
     assert '"Authorization": "***"' in text
 
 
+def test_credentials_written_into_headers_and_params_are_redacted_too(tmp_path: Path) -> None:
+    from adu_assets.sources.http import ApiHttpError, RequestConfig, fetch_to_parquet
+
+    header_token = f"HdrCnry{RUN}+1/x"
+    param_token = f"PrmCnry{RUN}+2/x"
+    with running_fixture_server() as api:
+        api.route(
+            "/h", lambda s: Reply(403, echo_body(s, header_token, "403") + echo_body(s, param_token, ""))
+        )
+        request = RequestConfig.model_validate(
+            {
+                "url": api.url("/h"),
+                "headers": {"Authorization": f"Token {header_token}"},
+                "params": {"access_token": param_token},
+            }
+        )
+        with pytest.raises(ApiHttpError) as err:
+            fetch_to_parquet(request, {}, tmp_path / "raw")
+    message = str(err.value)
+    assert "HTTP 403" in message
+    assert f"HdrCnry{RUN}" not in message and f"PrmCnry{RUN}" not in message
+    for secret in (header_token, param_token):
+        for form in encodings(secret).values():
+            assert form not in message
+
+
 def test_unforeseen_errors_leave_the_step_redacted() -> None:
     from adu_assets.components.api_ingest import _redacted_failure
 

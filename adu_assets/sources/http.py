@@ -562,6 +562,23 @@ def error_excerpt(content: bytes, extra_names: set[str] | frozenset[str] = froze
     return excerpt + ("…" if len(text) > _EXCERPT_CHARS or len(content) > _EXCERPT_SCAN_BYTES else "")
 
 
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+)
+
+
+def register_credential_values(*mappings: dict[str, str]) -> None:
+    """Register the values of credential-named headers and query parameters with the redactor."""
+    names = _CREDENTIAL_HEADERS | _SECRET_PARAM_NAMES | {n.replace("-", "_") for n in _CREDENTIAL_HEADERS}
+    for mapping in mappings:
+        for name, value in mapping.items():
+            if name.lower() in names and isinstance(value, str):
+                register_secret(value)
+                scheme, _, credential = value.partition(" ")  # "Bearer <token>": the token alone too
+                if credential and scheme.isalpha():
+                    register_secret(credential.strip())
+
+
 def _mask_value(m: re.Match[str]) -> str:
     value = m.group(2)
     quote = value[0] if value[:1] in ("'", '"') else ""
@@ -971,6 +988,9 @@ class _Fetcher:
         self.base_url = httpx.URL(render_template(request.url, variables))
         self.params = render_template(dict(request.params), variables)
         self.headers = {"Accept": "application/json", **render_template(dict(request.headers), variables)}
+        # A credential written into headers or params rather than auth (`Authorization`, `Cookie`, `?token=`)
+        # is redacted like one resolved by auth.
+        register_credential_values(self.headers, self.params)
         self.body = render_template(request.body, variables) if request.body is not None else None
         self.stats = _Stats()
         self.client = httpx.Client(

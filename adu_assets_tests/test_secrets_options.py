@@ -134,7 +134,10 @@ def test_typed_options_are_converted() -> None:
 def test_refused_at_definitions_load_without_echoing_the_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg: PgServer
 ) -> None:
-    conn = {**pg_connection_yaml(pg, "chinook"), "options": {"password": "Load-Secret-77cc", "host": "evil"}}
+    conn = {
+        **pg_connection_yaml(pg, "chinook"),
+        "options": {"password": "Load-Secret-77cc", "host": "evil", "sslmode": "Load-Secret-88dd"},
+    }
     write_component(
         tmp_path / "defs",
         "x",
@@ -147,7 +150,7 @@ def test_refused_at_definitions_load_without_echoing_the_value(
 
     text = "".join(traceback.format_exception(err.value))
     assert "connection.options may not contain password" in text
-    assert "Load-Secret-77cc" not in text
+    assert "Load-Secret-77cc" not in text and "Load-Secret-88dd" not in text
 
 
 def test_injection_in_application_name_stays_in_the_configured_database_duckdb(

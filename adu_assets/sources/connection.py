@@ -12,7 +12,7 @@ YAML is refused when definitions load; the address and the credentials come from
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dagster as dg
 from pydantic import ConfigDict, Field, model_validator
@@ -134,19 +134,37 @@ OPTION_RULES: dict[str, dict[str, Callable[[str], Any]]] = {
 }
 
 
-def _mask_refused_values(data: dict[Any, Any]) -> None:
-    """Blank out, in place, the values this model is about to refuse (a plain `password`, an option name not
-    accepted for the kind). Pydantic, and Dagster's component loader after it, print the refused input next
-    to the error, and a password typed into the wrong field would be printed with it. The dict is the YAML
-    just parsed for this one validation: nothing else reads it once the error is raised."""
-    if "password" in data:
-        data["password"] = "***"
-    options = data.get("options")
-    rules = OPTION_RULES.get(str(data.get("kind")), {})
-    if isinstance(options, dict):
-        for name in list(options):
-            if name not in rules:
-                options[name] = "***"
+def check_options(kind: str, options: dict[str, str]) -> dict[str, Any]:
+    """`options` checked against `kind`'s accepted names and converted to the driver's types; a ValueError
+    naming the option otherwise (never its value: a misplaced credential must not land in a message)."""
+    rules = OPTION_RULES[kind]
+    out: dict[str, Any] = {}
+    for name, value in options.items():
+        check = rules.get(name)
+        if check is None and "pass" in name.lower():
+            raise ValueError(
+                f"connection.options may not contain {name}: put the password in password_env (an "
+                "environment variable) or password_encrypted (a Fernet token from `adu secrets encrypt`)"
+            )
+        if check is None:
+            accepted = ", ".join(sorted(rules)) or "none"
+            raise ValueError(
+                f"connection.options.{name} is not accepted for kind {kind} (accepted: {accepted}). "
+                "The server, database and user come from connection.host/port/database/service/user, "
+                "the password from password_env or password_encrypted"
+            )
+        try:
+            out[name] = check(value)
+        except ValueError as e:
+            raise ValueError(f"connection.options.{name} {e}") from None
+    return out
+
+
+def _option_text(value: object) -> object:
+    # YAML gives `connect_timeout: 10` as an int; the rules check the text either way.
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if isinstance(value, int | float) else value
 
 
 def libpq_quote(value: str) -> str:
@@ -155,7 +173,8 @@ def libpq_quote(value: str) -> str:
 
 
 class ConnectionConfig(dg.Model):
-    # A validation error must not echo the YAML it refused: a password typed into `options` would be in it.
+    # A validation error must not echo the YAML it refused (a password typed into `options` would be in it).
+    # This covers the model validated on its own; inside a component, `_no_plain_password` masks the values.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kind: ConnectionKind = Field(description="postgres | vertica | duckdb | sqlite | oracle")
@@ -179,25 +198,30 @@ class ConnectionConfig(dg.Model):
     @model_validator(mode="before")
     @classmethod
     def _no_plain_password(cls, data: object) -> object:
-        if isinstance(data, dict):
-            _mask_refused_values(data)
-        if isinstance(data, dict) and "password" in data:
+        # Pydantic, and Dagster's component loader after it, print the refused input next to the error: a
+        # password typed into the wrong field would be printed with it. So the offending values are blanked
+        # out in place (the dict is the YAML just parsed for this validation) before the error is raised.
+        if not isinstance(data, dict):
+            return data
+        if "password" in data:
+            data["password"] = "***"
             raise ValueError(
                 "connection.password is not accepted: use password_env (an environment variable) or "
                 "password_encrypted (a Fernet token from `adu secrets encrypt`)"
             )
-        if isinstance(data, dict) and isinstance(data.get("options"), dict):
-            # YAML gives `connect_timeout: 10` as an int; the rules below check the text either way.
-            data = {
-                **data,
-                "options": {
-                    k: (str(v).lower() if isinstance(v, bool) else str(v))
-                    if isinstance(v, int | float | bool)
-                    else v
-                    for k, v in data["options"].items()
-                },
-            }
-        return data
+        options = data.get("options")
+        if not isinstance(options, dict):
+            return data
+        texts = {k: _option_text(v) for k, v in options.items()}
+        kind = data.get("kind")
+        if isinstance(kind, str) and kind in OPTION_RULES and all(isinstance(v, str) for v in texts.values()):
+            try:
+                check_options(kind, cast(dict[str, str], texts))
+            except ValueError:
+                for name in options:
+                    options[name] = "***"
+                raise
+        return {**data, "options": texts}
 
     @model_validator(mode="after")
     def _check_fields(self) -> "ConnectionConfig":
@@ -230,28 +254,7 @@ class ConnectionConfig(dg.Model):
 
     def driver_options(self) -> dict[str, Any]:
         """`options`, checked against this kind's accepted names and converted to the driver's types."""
-        rules = OPTION_RULES[self.kind]
-        out: dict[str, Any] = {}
-        for name, value in self.options.items():
-            check = rules.get(name)
-            if check is None and "pass" in name.lower():
-                raise ValueError(
-                    f"connection.options may not contain {name}: put the password in password_env (an "
-                    "environment variable) or password_encrypted (a Fernet token from `adu secrets encrypt`)"
-                )
-            if check is None:
-                accepted = ", ".join(sorted(rules)) or "none"
-                raise ValueError(
-                    f"connection.options.{name} is not accepted for kind {self.kind} (accepted: {accepted}). "
-                    "The server, database and user come from connection.host/port/database/service/user, "
-                    "the password from password_env or password_encrypted"
-                )
-            try:
-                out[name] = check(value)
-            except ValueError as e:
-                # The value is not echoed: a misplaced credential must not land in an error message.
-                raise ValueError(f"connection.options.{name} {e}") from None
-        return out
+        return check_options(self.kind, self.options)
 
     def libpq_options(self) -> str:
         """The options as a libpq connection string, every value quoted: `sslmode='require' ...`.

@@ -112,6 +112,8 @@ def test_api_task_metadata_has_no_destination_block(
     }
     # A key typed into the url does not reach the description either.
     assert "Url-Key-Secret-4242" not in (spec.description or "")
-    assert "127.0.0.1:9/x" in (spec.description or "")
+    assert "GET http://127.0.0.1:9/x?day={partition_key} -> postgres table employees" in (
+        spec.description or ""
+    )
     # Its own IO manager, bound in code to the destination.
     assert "adu_upsert_io_hr" in (defs.resources or {})

@@ -160,7 +160,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             owners=self.owners or None,
             # The URL without credential-carrying query parameters: a key typed into the url stays out of the UI.
             description=self.description
-            or f"{self.request.method} {safe_url(self.request.url)} -> {dest.connection.kind} table {dest.table} "
+            or f"{self.request.method} {_shown_url(self.request.url)} -> {dest.connection.kind} table {dest.table} "
             f"({dest.mode})",
             partitions_def=self.partitions_def(),
             backfill_policy=dg.BackfillPolicy.multi_run(1),
@@ -297,6 +297,11 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 )
             )
         return out
+
+
+def _shown_url(url: str) -> str:
+    # safe_url percent-encodes the {partition_...} placeholders; the description shows them as written.
+    return safe_url(url).replace("%7B", "{").replace("%7D", "}")
 
 
 def _redacted_failure(exc: Exception, name: str) -> dg.Failure:

@@ -8,9 +8,13 @@ resolve it inside the step.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
+import re
 import threading
+from urllib.parse import quote, quote_plus
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -23,25 +27,84 @@ class SecretError(ValueError):
 
 
 # --- redaction -----------------------------------------------------------------------------------
+#
+# A server that echoes a request back rarely echoes the secret's literal bytes: a query-string key comes
+# back URL-encoded, a token inside a JSON error body JSON-escaped, an Authorization header base64-encoded.
+# So each secret is registered in every form it is likely to be echoed in, and `redact()` removes them all.
 
 _known: set[str] = set()
+# `_known`, longest first (a form that contains another is replaced whole); rebuilt on registration, since
+# `redact()` runs on every log record and registration happens a few times per run.
+_ordered: tuple[str, ...] = ()
 _lock = threading.Lock()
+# Shorter forms would redact half the log; a real credential is never this short.
+_MIN_LEN = 4
+# A base64 fragment shorter than this matches by chance in unrelated base64 (hashes, ids).
+_MIN_B64_FRAGMENT = 8
+
+
+def _base64_fragments(raw: bytes) -> set[str]:
+    """The base64 characters that depend only on `raw`, wherever `raw` sits inside the encoded text.
+
+    base64 works on 3-byte groups, so the same bytes encode differently at offsets 0, 1 and 2 of a group; for
+    each offset, the characters whose 6 bits all come from `raw` are the same whatever surrounds it. That
+    catches base64 of the secret alone, of `user:password`, of a whole `Bearer ...` header and of a JSON
+    body that contains the secret. The padded encoding of the value alone is added whole.
+    """
+    out: set[str] = set()
+    for lead in range(3):
+        enc = base64.b64encode(b"\0" * lead + raw).decode().rstrip("=")
+        first = -(-8 * lead // 6)  # ceil: the first character made only of `raw` bits
+        last = (8 * lead + 8 * len(raw)) // 6  # exclusive: the last such character ends here
+        fragment = enc[first:last]
+        if len(fragment) >= _MIN_B64_FRAGMENT:
+            out.add(fragment)
+    whole = base64.b64encode(raw).decode()
+    out.add(whole)
+    # The URL-safe alphabet (JWTs, signed URLs) differs in two characters.
+    out |= {f.replace("+", "-").replace("/", "_") for f in list(out)}
+    return out
+
+
+def secret_forms(value: str) -> set[str]:
+    """Every form of `value` that `redact()` removes: literal, URL-encoded (quote, quote_plus, lower-case
+    hex), JSON-escaped (with and without \\u escapes, with an escaped /), SQL- and libpq-quoted, and base64
+    of each of those (see `_base64_fragments`)."""
+    forms = {value}
+    for q in (quote(value, safe=""), quote(value), quote_plus(value), quote_plus(value, safe="")):
+        forms.add(q)
+        # Some servers write percent escapes in lower case.
+        forms.add(re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), q))
+    for ascii_only in (True, False):
+        escaped = json.dumps(value, ensure_ascii=ascii_only)[1:-1]
+        forms.add(escaped)
+        forms.add(escaped.replace("/", "\\/"))
+    # As a SQL literal ('' for ') or a libpq connection-string value (\' and \\): a driver error may quote
+    # the statement or the connection string it was given.
+    forms.add(value.replace("'", "''"))
+    forms.add(value.replace("\\", "\\\\").replace("'", "\\'"))
+    # base64 of a JSON body or a query string holds the escaped forms, not the literal one.
+    for text in list(forms):
+        forms |= _base64_fragments(text.encode())
+    return {f for f in forms if len(f) >= _MIN_LEN}
 
 
 def register_secret(value: str) -> str:
-    # Very short values would redact half the log; a real credential is never this short.
-    if value and len(value) >= 4:
+    """Make `redact()` and the log filter remove `value` in all its forms; returns `value`."""
+    if value and len(value) >= _MIN_LEN:
+        global _ordered
+        forms = secret_forms(value)
         with _lock:
-            _known.add(value)
+            if not forms <= _known:
+                _known.update(forms)
+                _ordered = tuple(sorted(_known, key=len, reverse=True))
     return value
 
 
 def redact(text: str) -> str:
     if not text:
         return text
-    with _lock:
-        values = sorted(_known, key=len, reverse=True)
-    for v in values:
+    for v in _ordered:
         if v in text:
             text = text.replace(v, REDACTED)
     return text

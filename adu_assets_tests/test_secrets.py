@@ -76,3 +76,46 @@ def test_cli_generate_encrypt_rotate(
     monkeypatch.setenv("ADU_FERNET_KEY", key2)
     assert adu_cli(["secrets", "rotate", token]) == 2
     assert "does not decrypt" in capsys.readouterr().err
+
+
+def test_redact_removes_every_encoded_form() -> None:
+    import base64
+    import json
+    from urllib.parse import quote, quote_plus
+
+    value = "Forms-Canary+1/'\"x y\\z"
+    secrets.register_secret(value)
+
+    def b64(text: str, urlsafe: bool = False) -> str:
+        enc = base64.urlsafe_b64encode if urlsafe else base64.b64encode
+        return enc(text.encode()).decode()
+
+    forms = {
+        "quote": quote(value, safe=""),
+        "quote default": quote(value),
+        "quote_plus": quote_plus(value),
+        "lower-case hex": quote(value, safe="").lower().replace("forms-canary", "Forms-Canary"),
+        "json": json.dumps(value)[1:-1],
+        "json escaped slash": json.dumps(value)[1:-1].replace("/", "\\/"),
+        "sql literal": value.replace("'", "''"),
+        "libpq value": value.replace("\\", "\\\\").replace("'", "\\'"),
+        "base64": b64(value),
+        "base64 url-safe": b64(value, urlsafe=True),
+        "base64 user:password": b64(f"someone:{value}"),
+        "base64 Bearer header": b64(f"Bearer {value}"),
+        "base64 of a JSON body": b64(json.dumps({"k": value})),
+        "base64 of a query string": b64(f"a=1&key={quote_plus(value)}"),
+    }
+    for name, form in forms.items():
+        cleaned = secrets.redact(f"<<{form}>>")
+        leftover = cleaned.replace("<<", "").replace(">>", "").replace("***", "")
+        if name.startswith("base64"):
+            # What surrounds the secret stays, and up to 2 boundary characters per side that mix its bits.
+            assert len(leftover) <= len(form) - (len(value) * 4 // 3 - 4), (name, leftover)
+        else:
+            assert leftover == "", (name, leftover)
+
+
+def test_short_values_are_not_redacted_everywhere() -> None:
+    secrets.register_secret("ab")
+    assert secrets.redact("a tab and a crab") == "a tab and a crab"

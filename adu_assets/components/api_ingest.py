@@ -21,7 +21,7 @@ from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig
 from adu_assets.io_managers.upsert.base import DestinationConfig
 from adu_assets.model_bounds import asset_key_name
-from adu_assets.sources.http import RequestConfig
+from adu_assets.sources.http import RequestConfig, safe_url
 from adu_assets.sources.mapping import MappingConfig
 
 UPSERT_IO_MANAGER_KEY = "adu_upsert_io"
@@ -65,12 +65,21 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
 
+    def io_manager_key(self) -> str:
+        """This task's own IO manager: it holds the destination in code (see `destination_io_manager`)."""
+        return f"{UPSERT_IO_MANAGER_KEY}_{self.name}"
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         from adu_assets.automation import automation_defs
+        from adu_assets.io_managers.upsert.io_manager import destination_io_manager
 
         asset = self.build_asset()
         return dg.Definitions.merge(
-            dg.Definitions(assets=[asset], asset_checks=self.build_after_checks()),
+            dg.Definitions(
+                assets=[asset],
+                asset_checks=self.build_after_checks(),
+                resources={self.io_manager_key(): destination_io_manager(self.destination)},
+            ),
             automation_defs(
                 component_name=self.name,
                 assets=[asset],
@@ -149,13 +158,15 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             group_name=self.name,
             kinds={"api", dest.connection.kind},
             owners=self.owners or None,
+            # The URL without credential-carrying query parameters: a key typed into the url stays out of the UI.
             description=self.description
-            or f"{self.request.method} {self.request.url} -> {dest.connection.kind} table {dest.table} ({dest.mode})",
+            or f"{self.request.method} {_shown_url(self.request.url)} -> {dest.connection.kind} table {dest.table} "
+            f"({dest.mode})",
             partitions_def=self.partitions_def(),
             backfill_policy=dg.BackfillPolicy.multi_run(1),
-            io_manager_key=UPSERT_IO_MANAGER_KEY,
-            # Secret references only (password_env / password_encrypted): resolved inside the IO manager.
-            metadata={"adu/destination": dest.model_dump(mode="json")},
+            # The destination (and its secret references) goes to the IO manager in code, not as metadata.
+            io_manager_key=self.io_manager_key(),
+            metadata={"adu/destination_table": dest.table, "adu/destination_kind": dest.connection.kind},
             check_specs=specs,
             tags={**self.tags, "adu/kind": "api"},
             pool=f"adu_api_{self.name}",
@@ -164,6 +175,7 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         )
         def api_task(context: dg.AssetExecutionContext) -> Any:
             from adu_assets.io_managers.upsert.base import DestinationError
+            from adu_assets.settings import OutsideFolderError
             from adu_assets.sources.http import ApiHttpError, ApiResponseError
             from adu_assets.sources.mapping import MappingError
 
@@ -172,15 +184,21 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             except ApiHttpError as e:
                 # 5xx/429 were already retried with backoff inside the client; a 4xx will not get better.
                 raise dg.Failure(description=str(e), allow_retries=e.status >= 500) from None
-            except (ApiResponseError, MappingError, DestinationError) as e:
+            except (ApiResponseError, MappingError, DestinationError, OutsideFolderError) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
+            except (dg.Failure, dg.RetryRequested):
+                raise
+            except Exception as e:
+                # Anything unforeseen (a library error quoting a request, a bug) is stored in the event log
+                # and served to the UI: only a redacted copy leaves the step, with its traceback as text.
+                raise _redacted_failure(e, component.name) from None
 
         return api_task
 
     def run_partition(self, context: dg.AssetExecutionContext, specs: list[dg.AssetCheckSpec]) -> Any:
         from adu_assets.io_managers.landing import partition_file
         from adu_assets.io_managers.upsert.base import check_destination_columns
-        from adu_assets.settings import data_root
+        from adu_assets.settings import data_root, inside_data_dir
         from adu_assets.sources.api_ingest import ingest
 
         partition = context.partition_key
@@ -191,11 +209,16 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             "partition_key": partition,
         }
         root = data_root()
+        # The partition key names folders; one that is not a plain date must not lead outside the data folder.
+        raw_dir = inside_data_dir(
+            root / "raw" / self.name / partition, what=f"{self.name} {partition}", root=root
+        )
+        errors_dir = inside_data_dir(
+            root / "errors" / self.name / partition, what=f"{self.name} {partition}", root=root
+        )
         started = time.monotonic()
         # Pages are decoded and mapped in a background thread while later pages download.
-        result = ingest(
-            self.request, variables, root / "raw" / self.name / partition, self.mappings, log=context.log
-        )
+        result = ingest(self.request, variables, raw_dir, self.mappings, log=context.log)
         rows = result.rows
         context.log.info(
             f"{self.name} {partition}: {result.records} records from {result.pages} pages "
@@ -211,11 +234,10 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             "requests": dg.MetadataValue.int(result.requests),
             "retries": dg.MetadataValue.int(result.retries),
             "fetch_s": dg.MetadataValue.float(round(result.seconds, 3)),
-            "raw_path": dg.MetadataValue.path(str(root / "raw" / self.name / partition)),
+            "raw_path": dg.MetadataValue.path(str(raw_dir)),
             "mapping_errors": dg.MetadataValue.int(result.errors.height),
         }
         if result.errors.height:
-            errors_dir = root / "errors" / self.name / partition
             errors_dir.mkdir(parents=True, exist_ok=True)
             path = errors_dir / "mapping_errors.parquet"
             result.errors.write_parquet(path)
@@ -238,7 +260,11 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 allow_retries=False,
             )
         # The mapped rows also land as Parquet: the audit trail of what was sent, and drift's reference.
-        mapped_file = partition_file(root / "mapped", dg.AssetKey([self.name]), partition)
+        mapped_file = inside_data_dir(
+            partition_file(root / "mapped", dg.AssetKey([self.name]), partition),
+            what=f"{self.name} {partition}",
+            root=root,
+        )
         mapped_file.parent.mkdir(parents=True, exist_ok=True)
         staging = mapped_file.with_suffix(".staging")
         rows.write_parquet(staging, compression="zstd")
@@ -271,6 +297,20 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
                 )
             )
         return out
+
+
+def _shown_url(url: str) -> str:
+    # safe_url percent-encodes the {partition_...} placeholders; the description shows them as written.
+    return safe_url(url).replace("%7B", "{").replace("%7D", "}")
+
+
+def _redacted_failure(exc: Exception, name: str) -> dg.Failure:
+    import traceback
+
+    from adu_assets.secrets import redact
+
+    trace = "".join(traceback.format_exception(exc))
+    return dg.Failure(description=redact(f"{name}: {type(exc).__name__}: {exc}\n\n{trace}"))
 
 
 def _named(result: dg.AssetCheckResult, name: str) -> dg.AssetCheckResult:

@@ -27,7 +27,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from pydantic import Field, field_validator, model_validator
 
 from adu_assets.model_bounds import asset_key_name, iso_date
-from adu_assets.settings import data_root, expand_path
+from adu_assets.settings import OutsideFolderError, data_root, expand_path, inside_folder
 
 if TYPE_CHECKING:
     import duckdb
@@ -242,7 +242,14 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
     def ingest(self, rel: str, logger: Any, run_id: str) -> dg.MaterializeResult[Any]:
         from adu_assets.sources.databases import new_duckdb
 
-        path = self.folder_path() / rel
+        # `rel` is a partition key, which anyone allowed to launch runs can choose: "../x" or "/etc/x" must
+        # neither be read nor be moved to quarantine.
+        try:
+            path = inside_folder(
+                self.folder_path(), self.folder_path() / rel, what=f"{self.name}: file {rel!r}"
+            )
+        except OutsideFolderError as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from None
         if not path.is_file():
             raise dg.Failure(
                 f"{self.name}: {path} is gone (moved or deleted after the sensor saw it); drop it again to retry",
@@ -315,7 +322,10 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         return metadata
 
     def _reject(self, path: Path, rel: str, reason: str, run_id: str) -> NoReturn:
-        target = quarantine_file(path, self.quarantine_path() / rel, reason, run_id)
+        target = inside_folder(
+            self.quarantine_path(), self.quarantine_path() / rel, what=f"{self.name}: quarantine of {rel!r}"
+        )
+        target = quarantine_file(path, target, reason, run_id)
         raise dg.Failure(
             description=f"{self.name}: {rel} was quarantined to {target}: {reason}",
             metadata={"quarantined_to": dg.MetadataValue.path(str(target)), "reason": reason[:2000]},

@@ -165,9 +165,9 @@ def attach_source(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, *, labe
             # it cannot surface in DuckDB's own error messages or query logs.
             body = ", ".join(f"{k} {quote_literal(str(v))}" for k, v in parts.items() if v is not None)
             con.execute(f"CREATE OR REPLACE TEMPORARY SECRET adu_source (TYPE postgres, {body})")
-            options = "".join(f" {k}={v}" for k, v in cfg.options.items())
+            # Options checked at load and quoted the libpq way: a value cannot add a key (dbname=, host=).
             con.execute(
-                f"ATTACH {quote_literal(options.strip())} AS {SOURCE_ALIAS} "
+                f"ATTACH {quote_literal(cfg.libpq_options())} AS {SOURCE_ALIAS} "
                 "(TYPE postgres, SECRET adu_source, READ_ONLY)"
             )
         elif cfg.kind == "sqlite":

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -396,6 +396,15 @@ class _Auth:
             self._static = resolve_secret(
                 env=cfg.client_secret_env, encrypted=cfg.client_secret_encrypted, field="auth.client_secret"
             )
+        # Whole header values are registered too: an echo of a header may base64 it as one piece.
+        self._basic: str | None = None
+        if cfg.type == "bearer":
+            register_secret(f"Bearer {self._static}")
+        elif cfg.type == "basic":
+            import base64
+
+            pair = register_secret(f"{cfg.username}:{self._static}").encode()
+            self._basic = register_secret("Basic " + base64.b64encode(pair).decode())
 
     @property
     def secret_params(self) -> set[str]:
@@ -417,10 +426,8 @@ class _Auth:
             else:
                 url = url.copy_set_param(self.cfg.api_key_name, self._static)
         elif t == "basic":
-            import base64
-
-            pair = f"{self.cfg.username}:{self._static}".encode()
-            headers["Authorization"] = "Basic " + register_secret(base64.b64encode(pair).decode())
+            assert self._basic is not None
+            headers["Authorization"] = self._basic
         elif t == "oauth2_client_credentials":
             token = self.oauth_token()
             headers["Authorization"] = f"Bearer {token}"
@@ -471,6 +478,11 @@ class _Auth:
                 "without a JSON access_token"
             ) from None
         register_secret(str(token))
+        register_secret(f"Bearer {token}")
+        # Not used, but an echo of the token answer in a later error must not show them either.
+        for other in ("refresh_token", "id_token"):
+            if isinstance(payload.get(other), str):
+                register_secret(payload[other])
         expires_in = payload.get("expires_in")
         try:
             lifetime = float(expires_in) if expires_in is not None else 3600.0
@@ -496,14 +508,102 @@ class _Stats:
             self.retries += retries
 
 
-def _status_error(method: str, url: str, resp: httpx.Response, note: str) -> ApiHttpError:
-    body = resp.content[:500].decode("utf-8", errors="replace")
+# How much of an error body is kept: enough for the API's own explanation, never a whole echoed request.
+_EXCERPT_CHARS = 500
+# The part of an error body that is redacted before the excerpt is cut from it. Redacting first means a
+# secret that starts inside the excerpt and ends past it cannot leave its first half behind.
+_EXCERPT_SCAN_BYTES = 64 << 10
+# An echoed credential in a form no registered secret matches (an encoding not foreseen, a token the server
+# issued itself): the value after a credential-named field, or after a Bearer/Basic scheme, is masked too.
+_CREDENTIAL_NAMES = (
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "client_secret",
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "auth",
+    "key",
+    "sig",
+    "signature",
+)
+_CREDENTIAL_SCHEME = re.compile(r"(?i)\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=%-]{8,}")
+
+
+def _credential_field(names: Iterable[str]) -> re.Pattern[str]:
+    """`name: value`, `"name": "value"` or `name=value` for any of `names`, the value in group 2."""
+    alternatives = "|".join(re.escape(n) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(
+        rf"""(?i)(?<![A-Za-z0-9_-])(["']?(?:{alternatives})["']?\s*[:=]\s*)"""
+        r"""("(?:[^"\\]|\\.)*"|'[^']*'|[^\s&,;}\]"']+)"""
+    )
+
+
+_CREDENTIAL_FIELD = _credential_field(_CREDENTIAL_NAMES)
+
+
+def error_excerpt(content: bytes, extra_names: set[str] | frozenset[str] = frozenset()) -> str:
+    """The start of an error body fit for a message and the event log: every registered secret removed in
+    all its forms, credential-looking fields masked, then cut to 500 characters."""
+    text = redact(content[:_EXCERPT_SCAN_BYTES].decode("utf-8", errors="replace"))
+    text = _CREDENTIAL_SCHEME.sub(r"\1\2***", text)
+    # A configured api_key_name ("X-Api-Token", "sub_key") is a credential field as well.
+    fields = _credential_field([*_CREDENTIAL_NAMES, *extra_names]) if extra_names else _CREDENTIAL_FIELD
+    text = fields.sub(_mask_value, text)
+    excerpt = text[:_EXCERPT_CHARS]
+    return excerpt + ("…" if len(text) > _EXCERPT_CHARS or len(content) > _EXCERPT_SCAN_BYTES else "")
+
+
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"}
+)
+
+
+def register_credential_values(*mappings: dict[str, str]) -> None:
+    """Register the values of credential-named headers and query parameters with the redactor."""
+    names = _CREDENTIAL_HEADERS | _SECRET_PARAM_NAMES | {n.replace("-", "_") for n in _CREDENTIAL_HEADERS}
+    for mapping in mappings:
+        for name, value in mapping.items():
+            if name.lower() in names and isinstance(value, str):
+                register_secret(value)
+                scheme, _, credential = value.partition(" ")  # "Bearer <token>": the token alone too
+                if credential and scheme.isalpha():
+                    register_secret(credential.strip())
+
+
+def _mask_value(m: re.Match[str]) -> str:
+    value = m.group(2)
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{m.group(1)}{quote}***{quote}"
+
+
+def _status_error(
+    method: str, url: str, resp: httpx.Response, note: str, names: set[str] | frozenset[str] = frozenset()
+) -> ApiHttpError:
+    # Status, the URL without its credentials and a redacted excerpt: nothing of the request itself (its
+    # headers, its body) is kept, and the server's reason phrase is redacted like the body.
+    body = error_excerpt(resp.content, names)
+    reason = error_excerpt(resp.reason_phrase.encode(), names)[:100]
     return ApiHttpError(
-        f"{method} {url} failed with HTTP {resp.status_code} {resp.reason_phrase}{note}. "
-        f"Response body (first 500 bytes): {body!r}",
+        f"{method} {url} failed with HTTP {resp.status_code} {reason}{note}. "
+        f"Response body (first {_EXCERPT_CHARS} characters, credentials removed): {body!r}",
         status=resp.status_code,
         url=url,
     )
+
+
+def _credential_names(secret_params: set[str], auth: _Auth | None) -> set[str]:
+    if auth is not None and auth.cfg.type == "api_key":
+        return secret_params | {auth.cfg.api_key_name}
+    return secret_params
 
 
 def _send_with_retries(
@@ -563,9 +663,10 @@ def _send_with_retries(
             note = " (not retried: the same request would fail again)"
             if 300 <= status < 400:
                 note = f" (redirects are not followed, so credentials never go to another host; set the url to {safe_url(resp.headers.get('location', '?'), secret_params)})"
-            raise _status_error(method, shown, resp, note) from None
+            raise _status_error(method, shown, resp, note, _credential_names(secret_params, auth)) from None
         if attempt >= retry.max_attempts:
-            raise _status_error(method, shown, resp, f" (gave up after {attempt} attempts)") from None
+            names = _credential_names(secret_params, auth)
+            raise _status_error(method, shown, resp, f" (gave up after {attempt} attempts)", names) from None
         stats.add(retries=1)
         time.sleep(retry_delay(retry, attempt, resp.headers.get("retry-after")))
 
@@ -887,6 +988,9 @@ class _Fetcher:
         self.base_url = httpx.URL(render_template(request.url, variables))
         self.params = render_template(dict(request.params), variables)
         self.headers = {"Accept": "application/json", **render_template(dict(request.headers), variables)}
+        # A credential written into headers or params rather than auth (`Authorization`, `Cookie`, `?token=`)
+        # is redacted like one resolved by auth.
+        register_credential_values(self.headers, self.params)
         self.body = render_template(request.body, variables) if request.body is not None else None
         self.stats = _Stats()
         self.client = httpx.Client(

@@ -1,8 +1,14 @@
-"""`UpsertIOManager`: lands an asset's rows in an Oracle, PostgreSQL or DuckDB table through `upsert()`.
+"""IO managers that land an asset's rows in an Oracle, PostgreSQL or DuckDB table through `upsert()`.
 
-The destination comes from the asset's definition metadata under "adu/destination": a JSON-able DestinationConfig
-that holds secret *references* only (password_env / password_encrypted). The password is resolved inside
-handle_output, at run time, and never reaches metadata, tags or logs.
+`destination_io_manager(destination)` is the one components use: the destination travels in code, held by
+the IO manager object, so neither it nor its secret references (a `password_encrypted` Fernet token is
+readable by anyone who can read the UI, and decryptable by anyone holding the key) reach definition
+metadata, tags, descriptions, resource config or run config. The password is resolved inside handle_output,
+at run time, and never reaches metadata, tags or logs.
+
+`UpsertIOManager` reads the destination from the asset's definition metadata under "adu/destination"; it is
+kept for hand-written assets whose destination holds no secret (an environment variable name, a DuckDB file)
+and refuses a Fernet token there.
 """
 
 from __future__ import annotations
@@ -28,7 +34,14 @@ def destination_from_metadata(metadata: Mapping[str, Any], asset: str) -> Destin
             f"{asset}: the UpsertIOManager needs the asset's metadata key {DESTINATION_METADATA_KEY!r} "
             "(a destination: connection, table, mode, keys, skip_when)"
         )
-    return DestinationConfig.model_validate(dict(raw))
+    dest = DestinationConfig.model_validate(dict(raw))
+    if dest.connection.password_encrypted:
+        raise DestinationError(
+            f"{asset}: the destination in metadata {DESTINATION_METADATA_KEY!r} holds password_encrypted, and "
+            "definition metadata is shown to anyone who can open the UI; pass the destination in code with "
+            "destination_io_manager(destination) instead"
+        )
+    return dest
 
 
 def to_arrow(obj: Any, asset: str) -> pa.Table | pa.RecordBatchReader:
@@ -72,29 +85,63 @@ def result_metadata(result: UpsertResult, schema: pa.Schema | None = None) -> di
     return md
 
 
+def _asset_name(context: dg.OutputContext) -> str:
+    return context.asset_key.to_user_string() if context.has_asset_key else context.name
+
+
+def upsert_output(context: dg.OutputContext, obj: Any, dest: DestinationConfig) -> None:
+    asset = _asset_name(context)
+    data = to_arrow(obj, asset)
+    try:
+        result = upsert(dest, data, run_id=context.run_id, log=context.log)
+    except (DestinationError, TypeError):
+        raise
+    except Exception as e:
+        # A driver error can carry connection details; only a scrubbed copy leaves this step.
+        raise scrub_exception(e, f"{asset}: upsert into {dest.table} failed") from None
+    context.add_output_metadata(result_metadata(result, data.schema))
+
+
+def _not_read_back(context: dg.InputContext) -> NotImplementedError:
+    return NotImplementedError(
+        f"{context.upstream_output.asset_key.to_user_string() if context.upstream_output else 'input'}: "
+        "an upserted table is not read back through the UpsertIOManager; downstream assets read the raw Parquet "
+        "landed under ADU_DATA_DIR, or query the destination table themselves"
+    )
+
+
 class UpsertIOManager(dg.ConfigurableIOManager):
     """Inserts or upserts each output into the table named by the asset's "adu/destination" metadata."""
 
     batch_size: int | None = None  # overrides destination.batch_size when set
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        asset = context.asset_key.to_user_string() if context.has_asset_key else context.name
-        dest = destination_from_metadata(context.definition_metadata or {}, asset)
+        dest = destination_from_metadata(context.definition_metadata or {}, _asset_name(context))
         if self.batch_size:
             dest = dest.model_copy(update={"batch_size": self.batch_size})
-        data = to_arrow(obj, asset)
-        try:
-            result = upsert(dest, data, run_id=context.run_id, log=context.log)
-        except (DestinationError, TypeError):
-            raise
-        except Exception as e:
-            # A driver error can carry connection details; only a scrubbed copy leaves this step.
-            raise scrub_exception(e, f"{asset}: upsert into {dest.table} failed") from None
-        context.add_output_metadata(result_metadata(result, data.schema))
+        upsert_output(context, obj, dest)
 
     def load_input(self, context: dg.InputContext) -> Any:
-        raise NotImplementedError(
-            f"{context.upstream_output.asset_key.to_user_string() if context.upstream_output else 'input'}: "
-            "an upserted table is not read back through the UpsertIOManager; downstream assets read the raw Parquet "
-            "landed under ADU_DATA_DIR, or query the destination table themselves"
-        )
+        raise _not_read_back(context)
+
+
+class DestinationIOManager(dg.IOManager):
+    """Inserts or upserts each output into the one destination it was built with."""
+
+    def __init__(self, destination: DestinationConfig) -> None:
+        self.destination = destination
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        upsert_output(context, obj, self.destination)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        raise _not_read_back(context)
+
+
+def destination_io_manager(destination: DestinationConfig) -> dg.IOManagerDefinition:
+    """An IO manager bound in code to `destination`: it has no config schema, so nothing of the destination
+    is in resource config, run config or the UI, only this description (no secret in it)."""
+    return dg.IOManagerDefinition.hardcoded_io_manager(
+        DestinationIOManager(destination),
+        description=f"Upserts into {destination.table} on {destination.connection.describe()}",
+    )

@@ -65,10 +65,10 @@ def connect(dest: DestinationConfig) -> Any:
     c = dest.connection
     try:
         return oracledb.connect(
+            **c.driver_options(),  # checked at load: none of them can re-point the connection
             user=c.user,
             password=c.resolve_password(),
             dsn=f"{c.host}:{c.resolved_port}/{c.service}",
-            **c.options,
         )
     except Exception as e:
         raise scrub_exception(e, f"cannot connect to {c.describe()}") from None

@@ -72,7 +72,9 @@ def connect(dest: DestinationConfig) -> Any:
     import psycopg
 
     c = dest.connection
-    kwargs: dict[str, Any] = {"host": c.host, "port": c.resolved_port, "dbname": c.database, **c.options}
+    # Options first, so the address fields always win (the options were checked at load as well).
+    kwargs: dict[str, Any] = {**c.driver_options(), "host": c.host, "port": c.resolved_port}
+    kwargs["dbname"] = c.database
     if c.user:
         kwargs["user"] = c.user
     password = c.resolve_password()

@@ -245,14 +245,14 @@ def pg_read(col: PgColumn, duck_type: str, probe: NumericProbe | None, cast: str
             note=f"{name}: {col.declared} landed as PostgreSQL's array text",
         )
     if col.typtype == "d":
-        target: str | None = _PG_DOMAIN_BASES.get(base)
-        if target is None:
+        domain_base: str | None = _PG_DOMAIN_BASES.get(base)
+        if domain_base is None:
             m = pg_numeric_typmod(base)
-            target = f"DECIMAL({m[0]},{m[1]})" if m and m[0] <= MAX_DECIMAL_PRECISION else None
-        if target is not None:
-            if duck_type.upper() == target:
+            domain_base = f"DECIMAL({m[0]},{m[1]})" if m and m[0] <= MAX_DECIMAL_PRECISION else None
+        if domain_base is not None:
+            if duck_type.upper() == domain_base:
                 return plain(name)
-            return duck_cast(name, target)
+            return duck_cast(name, domain_base)
         return ColumnRead(
             name,
             q,
@@ -278,6 +278,8 @@ def _pg_numeric(col: PgColumn, probe: NumericProbe) -> ColumnRead:
             f"text; cast: {{{name}: double}} lands it as DOUBLE with NaN kept",
         )
     if typmod is not None and typmod[0] <= MAX_DECIMAL_PRECISION and typmod[1] >= 0:
+        if col.typtype == "d":  # the scanner reads a domain as its text: cast back to the base type
+            return duck_cast(name, f"DECIMAL({typmod[0]},{typmod[1]})")
         return plain(name)
     scale = typmod[1] if typmod is not None else (probe.max_scale or 0)
     if scale >= 0 and probe.integer_digits + scale <= MAX_DECIMAL_PRECISION:

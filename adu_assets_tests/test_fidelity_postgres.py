@@ -5,10 +5,9 @@ the YAML component. Source values are compared with landed ones exactly: numeric
 Decimals, intervals by their (months, days, microseconds) parts, timestamps as epoch microseconds.
 """
 
+import hashlib
 from pathlib import Path
 from typing import Any
-
-import hashlib
 
 import dagster as dg
 import duckdb

@@ -353,7 +353,8 @@ def sqlite_source_expr(name: str, duck_type: str) -> str:
     if t == "DOUBLE" or t == "FLOAT":
         return f"CASE WHEN typeof({q}) = 'real' THEN {_SQLITE_REAL_TEXT.format(q=q)} ELSE {q} END"
     if t == "BLOB":
-        return f"hex({q})"
+        # hex(NULL) is '' in SQLite: keep NULL apart from an empty BLOB.
+        return f"CASE WHEN {q} IS NULL THEN NULL ELSE hex({q}) END"
     return q
 
 

@@ -338,3 +338,40 @@ def test_tables_differing_only_in_case_are_refused_then_named_apart(
     assert result.success
     assert both(tmp_path, "orders_upper", "id") == [(1,)]
     assert both(tmp_path, "orders", "id") == [(2,), (3,)]
+
+
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date"])
+def test_window_read_by_postgres_itself_selects_the_same_rows(
+    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, column_type: str
+) -> None:
+    """A table read through postgres_query (NaN numeric) filters its window in PostgreSQL's SQL: the same
+    rows as the scanner path (`window_filter`) selects for an identical table without NaN."""
+    from datetime import UTC, datetime
+
+    from adu_assets.io_managers.landing import land
+    from adu_assets.sources.connection import ConnectionConfig
+    from adu_assets.sources.databases import open_table_stream
+
+    values = "(1, '2024-04-30 23:59:59'), (2, '2024-05-01 00:00:00'), (3, '2024-05-01 23:59:59.999999'), " \
+             "(4, '2024-05-02 00:00:00'), (5, '2024-05-02 12:00:00')"
+    with pg.connect(pg_db) as conn:
+        for table, n in (("via_query", "'NaN'"), ("via_scanner", "1")):
+            conn.execute(f"CREATE TABLE {table} (id int, at {column_type}, n numeric(10,2) DEFAULT {n})")
+            conn.execute(f"INSERT INTO {table} (id, at) VALUES {values}")
+    cfg = ConnectionConfig(kind="postgres", host=pg.host, port=pg.port, database=pg_db, user=pg.user,
+                           password_env=pg_password_env)
+    window = (datetime(2024, 5, 1, tzinfo=UTC), datetime(2024, 5, 2, tzinfo=UTC))
+    landed_ids = {}
+    for table in ("via_query", "via_scanner"):
+        stream = open_table_stream(cfg, schema="public", table=table, label="w", incremental_column="at",
+                                   window=window, partition_keys=["2024-05-01"])
+        assert ("postgres_query" in stream.sql) == (table == "via_query")
+        try:
+            meta = land(stream, ["parquet"], tmp_path, dg.AssetKey(["w", "public", table]))
+        finally:
+            stream.close()
+        with duckdb.connect() as con:
+            landed_ids[table] = [r[0] for r in con.execute(
+                f"SELECT id FROM read_parquet('{meta['path'].value}') ORDER BY id").fetchall()]
+    expected = [2, 3]
+    assert landed_ids == {"via_query": expected, "via_scanner": expected}

@@ -111,6 +111,8 @@ def sqlite_file(tmp_path: Path) -> ConnectionConfig:
         INSERT INTO ev VALUES (1, '2024-01-01 08:00:00+01:00', 'x', 0.1, x'00ff'),
                               (2, '2024-01-01 08:00:00', 'y', 1e300, NULL),
                               (3, '2024-01-01T08:00:00.123456-05:30', NULL, -2.5, x'61');
+        CREATE TABLE amounts (id INTEGER, whole NUMERIC, mixed DECIMAL(30,2), small NUMERIC);
+        INSERT INTO amounts VALUES (1, 9007199254740993, 9007199254740993, 1), (2, -1, 2.5, 2.5);
         CREATE TABLE plain_ts (id INTEGER, at TIMESTAMP);
         INSERT INTO plain_ts VALUES (1, '2024-01-01 08:00:00');
         CREATE TABLE loose (id INTEGER, ints, reals, mixed, words, blobs, bad);
@@ -163,3 +165,15 @@ def test_sqlite_untyped_columns_take_their_values_type(sqlite_file: ConnectionCo
     assert [r[10] for r in rows] == [b"\x00", b"\xff", None, b""]
     assert "mixed: untyped column holding integer, real, text values landed as text" in notes
     assert "bad: untyped cast to text as the YAML asks (cast:)" in notes
+
+
+def test_sqlite_numeric_integers_beyond_double_stay_exact(sqlite_file: ConnectionConfig, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    _, notes = export(sqlite_file, "amounts", root)
+    assert read_both(root, "amounts", "id, typeof(whole), whole, typeof(mixed), mixed, typeof(small), small") == [
+        (1, "BIGINT", 9007199254740993, "VARCHAR", "9007199254740993", "DOUBLE", 1.0),
+        (2, "BIGINT", -1, "VARCHAR", "2.5", "DOUBLE", 2.5),
+    ]
+    assert "whole: NUMERIC holds only integers, some beyond 2^53: landed as BIGINT" in notes
+    assert "mixed: DECIMAL(30,2) holds integers beyond 2^53 and other values: landed as text" in notes
+    assert len(notes) == 2

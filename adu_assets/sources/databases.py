@@ -548,7 +548,7 @@ def _sqlite_select(
     probed = [
         n
         for n, t in duck_types.items()
-        if n not in casts and (not declared.get(n, "").strip() or t.upper() == "TIMESTAMP")
+        if n not in casts and (not declared.get(n, "").strip() or t.upper() in ("TIMESTAMP", "DOUBLE"))
     ]
     probes: dict[str, SqliteProbe] = {}
     if probed:
@@ -563,10 +563,17 @@ def _sqlite_select(
                 f"(SELECT count(*) FROM {table_sql} WHERE typeof({q}) = 'text' "
                 f"AND {_SQLITE_OFFSET.format(q=q)}) AS p{i + 1}"
             )
+            # Integers a DOUBLE cannot hold exactly (SQLite keeps NUMERIC values as 64-bit integers).
+            parts.append(
+                f"(SELECT count(*) FROM {table_sql} WHERE typeof({q}) = 'integer' "
+                f"AND ({q} > 9007199254740992 OR {q} < -9007199254740992)) AS p{i + 2}"
+            )
         row = _sqlite_query(con, f"SELECT {', '.join(parts)}")[0]
         for i, n in enumerate(probed):
-            kinds = frozenset(str(row[2 * i] or "").split(",")) - {""}
-            probes[n] = SqliteProbe(kinds=kinds, offsets=int(row[2 * i + 1] or 0))
+            kinds = frozenset(str(row[3 * i] or "").split(",")) - {""}
+            probes[n] = SqliteProbe(
+                kinds=kinds, offsets=int(row[3 * i + 1] or 0), wide_integers=int(row[3 * i + 2] or 0)
+            )
     reads = [
         sqlite_read(n, declared.get(n, ""), t, probes.get(n), casts.get(n)) for n, t in duck_types.items()
     ]

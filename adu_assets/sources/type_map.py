@@ -341,9 +341,11 @@ class SqliteProbe:
 
     kinds: frozenset[str] = frozenset()
     offsets: int = 0
+    wide_integers: int = 0  # integers beyond 2**53, which a DOUBLE would round
 
 
 _SQLITE_REAL_TEXT = "printf('%!.17g', {q})"  # 17 significant digits: a double's exact round trip
+_SQLITE_MIXED_TEXT = "CASE WHEN typeof({q}) = 'real' THEN printf('%!.17g', {q}) ELSE CAST({q} AS TEXT) END"
 
 
 def sqlite_source_expr(name: str, duck_type: str) -> str:
@@ -389,6 +391,20 @@ def sqlite_read(
             note=f"{name}: {declared} text with UTC offsets landed as TIMESTAMPTZ (the instant); values "
             "without an offset are taken as UTC",
         )
+    if probe is not None and declared.strip() and duck_type.upper() == "DOUBLE" and probe.wide_integers:
+        if probe.kinds - {"null"} == {"integer"}:
+            return ColumnRead(
+                name,
+                f"CAST({q} AS BIGINT) AS {q}",
+                source_expr=q,
+                note=f"{name}: {declared} holds only integers, some beyond 2^53: landed as BIGINT",
+            )
+        return ColumnRead(
+            name,
+            q,
+            source_expr=_SQLITE_MIXED_TEXT.format(q=q),
+            note=f"{name}: {declared} holds integers beyond 2^53 and other values: landed as text",
+        )
     if probe is not None and not declared.strip():
         kinds = probe.kinds - {"null"}
         if "blob" in kinds and len(kinds) > 1:
@@ -403,11 +419,10 @@ def sqlite_read(
         if kinds == {"real"}:
             return ColumnRead(name, f"CAST({q} AS DOUBLE) AS {q}", source_expr=_SQLITE_REAL_TEXT.format(q=q))
         if kinds == {"integer", "real"} or kinds - {"text"}:
-            expr = f"CASE WHEN typeof({q}) = 'real' THEN {_SQLITE_REAL_TEXT.format(q=q)} ELSE CAST({q} AS TEXT) END"
             return ColumnRead(
                 name,
                 q,
-                source_expr=expr,
+                source_expr=_SQLITE_MIXED_TEXT.format(q=q),
                 note=f"{name}: untyped column holding {', '.join(sorted(kinds))} values landed as text",
             )
         return ColumnRead(name, q, source_expr=q)

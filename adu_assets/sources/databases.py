@@ -470,7 +470,19 @@ def _pg_select(
     inner = ", ".join(f"{r.source_expr or quote_ident(r.name)} AS {quote_ident(r.name)}" for r in reads)
     pg_sql = f"SELECT {inner} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")
     source = f"postgres_query({quote_literal(SOURCE_ALIAS)}, {quote_literal(pg_sql)})"
-    return _assemble(reads, source, None, None, filter_inside=True), notes
+    sql = _assemble(reads, source, None, None, filter_inside=True)
+    # postgres_query maps a few types otherwise than the scanner's catalog (point and composites arrive as
+    # text, not STRUCT): say so, so a schema that differs from an earlier run is explained.
+    landed = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {sql}").fetchall()}
+    for r in reads:
+        if r.source_expr is None and r.select_expr == quote_ident(r.name) and r.note is None:
+            scanned, now = duck_types.get(r.name, ""), landed.get(r.name, "")
+            if scanned and now and scanned != now:
+                notes.append(
+                    f"{r.name}: {declared[r.name]} read as {now} (the table is read through postgres_query, "
+                    f"the scanner alone would give {scanned})"
+                )
+    return sql, notes
 
 
 def _pg_probe(

@@ -148,7 +148,6 @@ _PG_EXACT = {
     "bytea",
     "uuid",
     '"char"',
-    "oid",
 }
 _PG_EXACT_PREFIX = (
     "character varying(",
@@ -156,7 +155,6 @@ _PG_EXACT_PREFIX = (
     "timestamp",
     "time without time zone",
     "time(",
-    "bit",
 )
 # Array elements whose DuckDB LIST lands exactly (other arrays land as PostgreSQL's array text).
 _PG_EXACT_ELEMENTS = {

@@ -375,3 +375,50 @@ def test_window_read_by_postgres_itself_selects_the_same_rows(
                 f"SELECT id FROM read_parquet('{meta['path'].value}') ORDER BY id").fetchall()]
     expected = [2, 3]
     assert landed_ids == {"via_query": expected, "via_scanner": expected}
+
+
+ODD_DDL = """
+CREATE TYPE pair AS (a int, b text);
+CREATE DOMAIN year AS integer;
+CREATE DOMAIN year2 AS year;
+CREATE TABLE {table} (id int, b bit(3), ip inet, pt point, x xml, o oid, t3 time(3), ts3 timestamp(3),
+  ua uuid[], p pair, y2 year2, ta text[], i8 int8[], f4 real, hv timestamp, n numeric(10,2) DEFAULT {n});
+INSERT INTO {table} (id, b, ip, pt, x, o, t3, ts3, ua, p, y2, ta, i8, f4, hv) VALUES
+  (1, B'101', '10.0.0.1/24', '(1,2)', '<a/>', 42, '10:00:00.123', '2024-01-01 10:00:00.123',
+   '{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11}}', ROW(1, 'x'), 2000, '{{"a b",NULL}}', '{{1,NULL}}', 0.1, '-infinity'),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'infinity');
+"""
+
+
+@pytest.mark.parametrize("path", ["scanner", "postgres_query"])
+def test_odd_types_land_the_same_in_both_destinations_and_are_noted(
+    pg: PgServer, pg_db: str, pg_password_env: str, dagster_home: Path, tmp_path: Path, path: str
+) -> None:
+    from adu_assets.io_managers.landing import land
+    from adu_assets.sources.connection import ConnectionConfig
+    from adu_assets.sources.databases import open_table_stream
+
+    table = "odd"
+    with pg.connect(pg_db) as conn:
+        conn.execute(ODD_DDL.format(table=table, n="'NaN'" if path == "postgres_query" else "1"))
+    cfg = ConnectionConfig(kind="postgres", host=pg.host, port=pg.port, database=pg_db, user=pg.user,
+                           password_env=pg_password_env)
+    stream = open_table_stream(cfg, schema="public", table=table, label="fid", incremental_column=None,
+                               window=None, partition_keys=["2024-01-02"])
+    assert ("postgres_query" in stream.sql) == (path == "postgres_query")
+    try:
+        meta = land(stream, ["parquet", "duckdb"], tmp_path / "data", dg.AssetKey(["fid", "public", table]))
+    finally:
+        stream.close()
+    text = str(meta["type_notes"].value)
+    for expected in ("b: bit(3) read as text", "ip: inet read as text", "x: xml read as text"):
+        assert expected in text
+    if path == "postgres_query":
+        assert "pt: point read as VARCHAR (the table is read through postgres_query" in text
+        assert "p: pair read as VARCHAR" in text
+    rows = both(tmp_path, table, "id, b, ip, x, t3, ts3, ua, ta, i8, f4, CAST(hv AS VARCHAR), y2")
+    assert rows[0][1:4] == ("101", "10.0.0.1/24", "<a/>")
+    assert str(rows[0][4]) == "10:00:00.123000" and str(rows[0][5]) == "2024-01-01 10:00:00.123000"
+    assert rows[0][7:10] == (["a b", None], [1, None], pytest.approx(0.1, rel=1e-7))
+    assert [r[10] for r in rows] == ["-infinity", "infinity"]
+    assert rows[0][11] == 2000  # a domain over a domain over integer lands as INTEGER

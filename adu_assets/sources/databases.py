@@ -268,16 +268,24 @@ def _pg_catalog(con: duckdb.DuckDBPyConnection, schema: str) -> list[tuple[str, 
 
 
 def _pg_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[PgColumn]:
-    """The columns of one table with what the type map needs: domains resolved to their base type."""
+    """The columns of one table with what the type map needs: a domain resolved to its base type, through
+    any chain of domains (the typmod nearest the column wins, as in PostgreSQL)."""
     inner = (
+        "WITH RECURSIVE chain(oid, base, typmod, depth) AS ("
+        " SELECT oid, typbasetype, typtypmod, 1 FROM pg_type WHERE typtype = 'd'"
+        " UNION ALL"
+        " SELECT c.oid, t.typbasetype, CASE WHEN c.typmod <> -1 THEN c.typmod ELSE t.typtypmod END, c.depth + 1"
+        " FROM chain c JOIN pg_type t ON t.oid = c.base WHERE t.typtype = 'd' AND c.depth < 16"
+        "), dom AS (SELECT DISTINCT ON (oid) oid, base, typmod FROM chain ORDER BY oid, depth DESC) "
         "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS declared, "
-        "CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) "
+        "CASE WHEN t.typtype = 'd' THEN format_type(dom.base, dom.typmod) "
         "ELSE format_type(a.atttypid, a.atttypmod) END AS base, t.typtype::text AS typtype, "
         "COALESCE(b.typcategory, t.typcategory)::text AS category, "
         "format_type(NULLIF(COALESCE(b.typelem, t.typelem), 0), NULL) AS element "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
-        "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = t.typbasetype "
+        "LEFT JOIN dom ON t.typtype = 'd' AND dom.oid = t.oid "
+        "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = dom.base "
         f"WHERE n.nspname = {quote_literal(schema)} AND c.relname = {quote_literal(table)} "
         "AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
     )

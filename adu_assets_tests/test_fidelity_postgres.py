@@ -346,7 +346,7 @@ def test_tables_differing_only_in_case_are_refused_then_named_apart(
     assert both(tmp_path, "orders", "id") == [(2,), (3,)]
 
 
-@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date"])
+@pytest.mark.parametrize("column_type", ["timestamptz", "timestamp", "date", "stamp"])
 def test_window_read_by_postgres_itself_selects_the_same_rows(
     pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, column_type: str
 ) -> None:
@@ -361,6 +361,7 @@ def test_window_read_by_postgres_itself_selects_the_same_rows(
     values = "(1, '2024-04-30 23:59:59'), (2, '2024-05-01 00:00:00'), (3, '2024-05-01 23:59:59.999999'), " \
              "(4, '2024-05-02 00:00:00'), (5, '2024-05-02 12:00:00')"
     with pg.connect(pg_db) as conn:
+        conn.execute("CREATE DOMAIN stamp AS timestamptz")  # a domain compares as its base type
         for table, n in (("via_query", "'NaN'"), ("via_scanner", "1")):
             conn.execute(f"CREATE TABLE {table} (id int, at {column_type}, n numeric(10,2) DEFAULT {n})")
             conn.execute(f"INSERT INTO {table} (id, at) VALUES {values}")

@@ -464,7 +464,10 @@ def _pg_select(
     table_sql = f"{quote_ident(info.schema)}.{quote_ident(info.name)}"
     declared = {c.name: c.declared for c in columns}
     pg_filter = (
-        _pg_window_filter(incremental_column, declared[incremental_column], window)
+        # The base type: a domain over timestamptz compares as timestamptz.
+        _pg_window_filter(
+            incremental_column, next(c.base for c in columns if c.name == incremental_column), window
+        )
         if incremental_column and window
         else None
     )
@@ -472,8 +475,13 @@ def _pg_select(
     reads = [pg_read(c, duck_types.get(c.name, ""), probes.get(c.name), casts.get(c.name)) for c in columns]
     notes = [r.note for r in reads if r.note]
     if not any(r.source_expr for r in reads):
-        # The scanner reads every column as it is: parallel binary COPY over ctid ranges.
-        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=True), notes
+        # The scanner reads every column as it is: parallel binary COPY over ctid ranges. The window filter
+        # goes on the source column (pushed down to PostgreSQL) unless the column is converted on the way
+        # (a domain arrives as text): then it filters the converted value.
+        raw = next(
+            (r.select_expr == quote_ident(r.name) for r in reads if r.name == incremental_column), True
+        )
+        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes
     # Some column must be converted by PostgreSQL itself (numeric text, a wider DECIMAL): one query.
     inner = ", ".join(f"{r.source_expr or quote_ident(r.name)} AS {quote_ident(r.name)}" for r in reads)
     pg_sql = f"SELECT {inner} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")

@@ -36,6 +36,11 @@ INSERT INTO num_wide_fits VALUES (1, 1234567890123456789012345678901.12345), (2,
 CREATE TABLE num_free (id int, v numeric);
 INSERT INTO num_free VALUES (1, 1.5), (2, 123.456789), (3, -99999999999999999999.1), (4, 0), (5, NULL);
 
+CREATE TABLE num_free_tight (id int, v numeric);
+INSERT INTO num_free_tight VALUES (1, 123456789012345678901234567890.25), (2, -1.5);
+CREATE TABLE num_odd_scale (id int, v numeric(2,5));
+INSERT INTO num_odd_scale VALUES (1, 0.00012);
+
 CREATE TABLE num_free_huge (id int, v numeric);
 INSERT INTO num_free_huge VALUES (1, 1e40), (2, 0.000000000000000000000000000000001);
 CREATE TABLE num_inf (id int, v numeric);
@@ -75,7 +80,7 @@ INSERT INTO ".." VALUES (4);
 """
 
 EXPECTED_KEYS = {
-    "num_nan", "num_inf", "num_wide", "num_wide_fits", "num_free", "num_free_huge", "num_double", "iv", "dom", "en",
+    "num_nan", "num_inf", "num_free_tight", "num_odd_scale", "num_wide", "num_wide_fits", "num_free", "num_free_huge", "num_double", "iv", "dom", "en",
     "payment", "Order_Details", "a_b", "Cafe", "it_s_q_x", "t_" + hashlib.sha1(b"..").hexdigest()[:8],
 }
 
@@ -182,11 +187,19 @@ def test_every_case_lands_exactly_in_both_destinations(
         pg, cases_db, "SELECT id, w::text FROM num_wide_fits ORDER BY id")
     assert "DECIMAL(38,5)" in notes(exported["num_wide_fits"])
 
-    # Unconstrained numeric: one probe finds scale 6 and 20 integer digits -> DECIMAL(38,6), values equal.
-    assert types_of(tmp_path, "num_free")["v"] == "DECIMAL(38,6)"
+    # Unconstrained numeric: one probe finds scale 6 and 20 integer digits -> DECIMAL(38,10) (at least 10
+    # decimals while the values leave room, so tomorrow's 7-decimal value does not change the type).
+    assert types_of(tmp_path, "num_free")["v"] == "DECIMAL(38,10)"
     landed_free = both(tmp_path, "num_free", "id, v")
     assert landed_free == source(pg, cases_db, "SELECT id, v FROM num_free ORDER BY id")
-    assert [str(v) for _, v in landed_free if v is not None] == ["1.500000", "123.456789", "-99999999999999999999.100000", "0.000000"]
+    assert [str(v) for _, v in landed_free if v is not None] == [
+        "1.5000000000", "123.4567890000", "-99999999999999999999.1000000000", "0E-10"]
+    # 30 integer digits leave no room for 10 decimals: the scale found (2) is used.
+    assert types_of(tmp_path, "num_free_tight")["v"] == "DECIMAL(38,2)"
+    assert both(tmp_path, "num_free_tight", "id, v") == source(pg, cases_db, "SELECT id, v FROM num_free_tight ORDER BY id")
+    # numeric(2,5): a scale over the precision, which DuckDB's DECIMAL cannot declare.
+    assert types_of(tmp_path, "num_odd_scale")["v"] == "DECIMAL(38,5)"
+    assert both(tmp_path, "num_odd_scale", "id, CAST(v AS VARCHAR)") == [(1, "0.00012")]
     # ... and too wide for any DECIMAL: exact text.
     assert types_of(tmp_path, "num_free_huge")["v"] == "VARCHAR"
     assert both(tmp_path, "num_free_huge", "id, v") == source(

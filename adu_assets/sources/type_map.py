@@ -9,7 +9,8 @@ form than its source type carries a `note` (the `type_notes` of every materializ
 Why the forms chosen (README, "Type map"):
 - PostgreSQL `numeric`: DuckDB's DECIMAL holds 38 digits. A constrained numeric(p<=38,s) lands as DECIMAL(p,s).
   Wider or unconstrained columns are probed once (largest magnitude, largest scale, NaN/Infinity count over
-  the rows being exported); values that fit land as DECIMAL(38,s), else as exact text. NaN and Infinity have
+  the rows being exported); values that fit land as DECIMAL(38,s) (unconstrained: s at least 10 when the
+  values leave room, so the type is stable from run to run), else as exact text. NaN and Infinity have
   no DECIMAL form (the postgres scanner turns them into 0), so a column holding them lands as text.
 - intervals land as text in DuckDB's interval syntax: Parquet's INTERVAL cannot hold negative parts and
   polars cannot read DuckDB intervals; `CAST(col AS INTERVAL)` gives the exact value back.
@@ -31,6 +32,8 @@ from decimal import Decimal, InvalidOperation
 from adu_assets.sources.catalog import quote_ident
 
 MAX_DECIMAL_PRECISION = 38
+# Unconstrained numeric lands as DECIMAL(38, S): S is at least this when the values leave room for it.
+UNCONSTRAINED_MIN_SCALE = 10
 
 # Words a YAML `cast:` may use, and the DuckDB type each lands as.
 CAST_WORDS = {
@@ -275,11 +278,18 @@ def _pg_numeric(col: PgColumn, probe: NumericProbe) -> ColumnRead:
             note=f"{name}: {col.declared} holds NaN or Infinity ({probe.specials} values): landed as exact "
             f"text; cast: {{{name}: double}} lands it as DOUBLE with NaN kept",
         )
-    if typmod is not None and typmod[0] <= MAX_DECIMAL_PRECISION and typmod[1] >= 0:
+    if typmod is not None and typmod[0] <= MAX_DECIMAL_PRECISION and 0 <= typmod[1] <= typmod[0]:
         if col.typtype == "d":  # the scanner reads a domain as its text: cast back to the base type
             return duck_cast(name, f"DECIMAL({typmod[0]},{typmod[1]})")
         return plain(name)
-    scale = typmod[1] if typmod is not None else (probe.max_scale or 0)
+    if typmod is not None:
+        scale = typmod[1]
+    else:
+        # The scale found today may grow tomorrow, and a narrower warehouse column would round: take at
+        # least UNCONSTRAINED_MIN_SCALE when the values leave room, so the type stays the same run to run.
+        found = probe.max_scale or 0
+        roomy = max(found, UNCONSTRAINED_MIN_SCALE)
+        scale = roomy if probe.integer_digits + roomy <= MAX_DECIMAL_PRECISION else found
     if scale >= 0 and probe.integer_digits + scale <= MAX_DECIMAL_PRECISION:
         target = f"numeric({MAX_DECIMAL_PRECISION},{scale})"
         return ColumnRead(

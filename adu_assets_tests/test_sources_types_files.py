@@ -177,3 +177,23 @@ def test_sqlite_numeric_integers_beyond_double_stay_exact(sqlite_file: Connectio
     assert "whole: NUMERIC holds only integers, some beyond 2^53: landed as BIGINT" in notes
     assert "mixed: DECIMAL(30,2) holds integers beyond 2^53 and other values: landed as text" in notes
     assert len(notes) == 2
+
+
+def test_sqlite_odd_table_name_through_sqlite_query(tmp_path: Path) -> None:
+    path = tmp_path / "odd.sqlite"
+    con = sqlite3.connect(path)
+    con.execute('CREATE TABLE "Order ""Details"" \'x\'" (id INTEGER, "Unit Price" REAL, loose)')
+    con.execute('INSERT INTO "Order ""Details"" \'x\'" VALUES (1, 14.1, 7), (2, NULL, 8)')
+    con.commit()
+    con.close()
+    cfg = ConnectionConfig(kind="sqlite", path=str(path))
+    stream = open_table_stream(cfg, schema="main", table='Order "Details" \'x\'', label="f", incremental_column=None,
+                               window=None, partition_keys=["2024-01-01"])
+    try:
+        assert "sqlite_query" in stream.sql  # the untyped column is read through SQLite's own SQL
+        root = tmp_path / "data"
+        land(stream, ["parquet", "duckdb"], root, dg.AssetKey(["f", "main", "Order_Details_x"]))
+    finally:
+        stream.close()
+    assert read_both(root, "Order_Details_x", 'id, "Unit Price", typeof(loose), loose') == [
+        (1, 14.1, "BIGINT", 7), (2, None, "BIGINT", 8)]

@@ -164,7 +164,8 @@ def test_sqlite_untyped_columns_take_their_values_type(sqlite_file: ConnectionCo
     assert [r[8] for r in rows] == ["a", "b", None, ""]
     assert [r[10] for r in rows] == [b"\x00", b"\xff", None, b""]
     assert "mixed: untyped column holding integer, real, text values landed as text" in notes
-    assert "bad: untyped cast to text as the YAML asks (cast:)" in notes
+    assert "bad: untyped cast to text as the YAML asks (cast:) (BLOB values as hex)" in notes
+    assert read_both(root, "loose", "id, bad") == [(1, "01"), (2, "text"), (3, None), (4, None)]
 
 
 def test_sqlite_numeric_integers_beyond_double_stay_exact(sqlite_file: ConnectionConfig, tmp_path: Path) -> None:

@@ -353,6 +353,10 @@ class SqliteProbe:
 
 
 _SQLITE_REAL_TEXT = "printf('%!.17g', {q})"  # 17 significant digits: a double's exact round trip
+_SQLITE_ANY_TEXT = (
+    "CASE typeof({q}) WHEN 'real' THEN printf('%!.17g', {q}) WHEN 'blob' THEN hex({q}) "
+    "ELSE CAST({q} AS TEXT) END"
+)
 _SQLITE_MIXED_TEXT = "CASE WHEN typeof({q}) = 'real' THEN printf('%!.17g', {q}) ELSE CAST({q} AS TEXT) END"
 
 
@@ -388,8 +392,10 @@ def sqlite_read(
         return ColumnRead(
             name,
             f"CAST({q} AS {target}) AS {q}",
-            source_expr=sqlite_source_expr(name, "VARCHAR"),
-            note=cast_note(name, declared or "untyped", cast),
+            # Every storage class as text that casts back exactly: reals with 17 digits, BLOBs as hex.
+            source_expr=_SQLITE_ANY_TEXT.format(q=q),
+            note=cast_note(name, declared or "untyped", cast)
+            + (" (BLOB values as hex)" if target == "VARCHAR" else ""),
         )
     if probe is not None and duck_type.upper() == "TIMESTAMP" and probe.offsets:
         return ColumnRead(

@@ -24,9 +24,29 @@ def require_at_most(model: Any, where: str, **maximums: float) -> None:
 
 def asset_key_name(value: str) -> str:
     """A component `name`: it becomes an asset key prefix, a group and job names."""
-    if not value or not all(c.isalnum() or c == "_" for c in value):
-        raise ValueError(f"name {value!r} must be letters, digits and underscores (it becomes an asset key)")
+    if not value or not all(c.isascii() and (c.isalnum() or c == "_") for c in value):
+        raise ValueError(
+            f"name {value!r} must be ASCII letters, digits and underscores (it becomes an asset key)"
+        )
     return value
+
+
+def key_part(source_name: str) -> str:
+    """A readable asset key part for a source name: `Order Details` -> `Order_Details`, `a/b` -> `a_b`,
+    `Café` -> `Cafe`. Dagster key parts (and so op names, warehouse tables and Parquet folders) take letters,
+    digits and underscores only; the result never contains `/` or `..`, so it cannot leave the data folder.
+    A name with nothing readable left (`日本`) gets `t_` and a short hash of the name."""
+    import hashlib
+    import re
+    import unicodedata
+
+    if source_name and all(c.isascii() and (c.isalnum() or c == "_") for c in source_name):
+        return source_name
+    ascii_only = unicodedata.normalize("NFKD", source_name).encode("ascii", "ignore").decode()
+    part = re.sub(r"[^A-Za-z0-9_]+", "_", ascii_only).strip("_")
+    if not part:
+        part = "t_" + hashlib.sha1(source_name.encode()).hexdigest()[:8]
+    return part
 
 
 def iso_date(value: str | None, field: str = "start_date") -> str | None:

@@ -21,7 +21,7 @@ from pydantic import Field, field_validator, model_validator
 from adu_assets.automation.retries import network_retry_policy
 from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig, FreshnessConfig
-from adu_assets.model_bounds import asset_key_name, iso_date, require_at_least
+from adu_assets.model_bounds import asset_key_name, iso_date, key_part, require_at_least
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
 
@@ -44,6 +44,33 @@ class TableConfig(dg.Model):
     checks: ChecksConfig | None = Field(default=None, description="Data checks (see DESIGN.md)")
     profile: bool = Field(default=False, description="ydata-profiling HTML report for each partition")
     freshness: FreshnessConfig | None = Field(default=None, description="{max_lag_hours: N}")
+    cast: dict[str, str] | None = Field(
+        default=None,
+        description="Per column, land in this form instead of the exact one: double, text, bigint, integer "
+        "or decimal(p,s); e.g. {amount: double}. Noted in type_notes",
+    )
+    asset_name: str | None = Field(
+        default=None,
+        description="Last part of the asset key (letters, digits, underscores); default: the table name, "
+        "made readable (`Order Details` -> `Order_Details`)",
+    )
+
+    @field_validator("cast")
+    @classmethod
+    def _cast_words(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        from adu_assets.sources.type_map import cast_target
+
+        for column, word in (v or {}).items():
+            try:
+                cast_target(str(word))
+            except ValueError as e:
+                raise ValueError(f"cast.{column}: {e}") from None
+        return v
+
+    @field_validator("asset_name")
+    @classmethod
+    def _asset_name_is_key(cls, v: str | None) -> str | None:
+        return None if v is None else asset_key_name(v)
 
 
 class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
@@ -116,6 +143,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             configs = [TableConfig(name=t.name) for t in catalog]
         else:
             return dg.Definitions()
+        self.check_unique_keys(configs)
         by_name = {t.name: t for t in catalog or []}
         assets = [self.build_table_asset(cfg, by_name.get(cfg.name)) for cfg in configs]
         checks = [c for cfg in configs for c in self.build_table_checks(cfg)]
@@ -171,7 +199,26 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     # --- one asset per table ------------------------------------------------------------------------
 
     def asset_key(self, table: str) -> dg.AssetKey:
-        return dg.AssetKey([self.name, self.schema, table])
+        """`[name, schema, table]`, each part readable and valid as a Dagster key part; SQL keeps using the
+        exact source names."""
+        override = next((t.asset_name for t in self.tables or [] if t.name == table and t.asset_name), None)
+        return dg.AssetKey([self.name, key_part(self.schema), override or key_part(table)])
+
+    def check_unique_keys(self, configs: list[TableConfig]) -> None:
+        """Two source tables must not share an asset key, nor keys differing only in case: the warehouse's
+        table names and many file systems do not tell case apart, so the second table would overwrite the
+        first. Refused when definitions load, naming both tables."""
+        seen: dict[str, str] = {}
+        for cfg in configs:
+            folded = "/".join(self.asset_key(cfg.name).path).casefold()
+            other = seen.setdefault(folded, cfg.name)
+            if other != cfg.name:
+                raise ValueError(
+                    f"DatabaseExport {self.name}: tables {other!r} and {cfg.name!r} of schema {self.schema} "
+                    f"would land under the same asset key {'/'.join(self.asset_key(cfg.name).path)!r} "
+                    "(names are made readable and compared without case); list them under tables: and give "
+                    "one an asset_name"
+                )
 
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
@@ -268,6 +315,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                     window=(window.start, window.end) if incremental else None,
                     partition_keys=keys,
                     timezone=timezone,
+                    casts=dict(cfg.cast or {}),
                 )
             except SourceError as e:
                 # A missing table or a refused password will not fix itself: fail now, without retries.

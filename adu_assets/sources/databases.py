@@ -19,11 +19,25 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from adu_assets.secrets import scrub_exception
 from adu_assets.sources.catalog import ColumnInfo, TableInfo, quote_ident, quote_literal
 from adu_assets.sources.connection import ConnectionConfig
+from adu_assets.sources.type_map import (
+    HUGEINT_LIMIT,
+    ColumnRead,
+    NotExact,
+    NumericProbe,
+    PgColumn,
+    SqliteProbe,
+    duck_read,
+    pg_needs_probe,
+    pg_read,
+    sqlite_back,
+    sqlite_read,
+    sqlite_source_expr,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,9 +50,6 @@ _EXTENSION_PACKAGES = {
     "postgres": "duckdb_extension_postgres_scanner",
     "sqlite": "duckdb_extension_sqlite_scanner",
 }
-
-# Source types that arrive in DuckDB as VARCHAR without losing anything.
-_TEXTUAL = ("text", "character varying", "varchar", "character", "char", "bpchar", "name", "citext")
 
 
 class SourceError(RuntimeError):
@@ -203,7 +214,9 @@ def discover(cfg: ConnectionConfig, schema: str, *, label: str) -> list[TableInf
         return _discover_attached(con, cfg, schema)
 
 
-def _discover_attached(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, schema: str) -> list[TableInfo]:
+def _discover_attached(
+    con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, schema: str, *, with_partitions: bool = False
+) -> list[TableInfo]:
     rows = con.execute(
         """
         SELECT t.table_name, c.column_name, c.data_type, c.is_nullable
@@ -214,11 +227,18 @@ def _discover_attached(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, sc
         """,
         [SOURCE_ALIAS, schema],
     ).fetchall()
-    native = _native_types(con, cfg, schema)
-    base_tables = {t for t, _ in native}
+    native: dict[tuple[str, str], str] = {}
+    base_tables: set[str] = set()
+    if cfg.kind == "postgres":
+        for pg_table, is_partition, column, declared in _pg_catalog(con, schema):
+            # The postgres scanner lists views among its tables; only base tables are exported. A partitioned
+            # table is exported once, as its parent: its partitions hold the same rows again.
+            if is_partition and not with_partitions:
+                continue
+            base_tables.add(pg_table)
+            native[(pg_table, column)] = declared
     tables: dict[str, list[ColumnInfo]] = {}
     for table, column, dtype, nullable in rows:
-        # The postgres scanner lists views among its tables; only base tables are exported.
         if cfg.kind == "postgres" and table not in base_tables:
             continue
         tables.setdefault(table, []).append(
@@ -227,34 +247,52 @@ def _discover_attached(con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, sc
     return [TableInfo(schema, name, tuple(cols)) for name, cols in tables.items()]
 
 
-def _native_types(
-    con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, schema: str
-) -> dict[tuple[str, str], str]:
-    """The source's own type names, so a lossy mapping can be reported (PostgreSQL only)."""
-    if cfg.kind != "postgres":
-        return {}
+def _pg_query(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of `sql` run by PostgreSQL itself (its catalog and probes)."""
+    rows: list[tuple[Any, ...]] = con.execute(
+        f"SELECT * FROM postgres_query({quote_literal(SOURCE_ALIAS)}, ?)", [sql]
+    ).fetchall()
+    return rows
+
+
+def _pg_catalog(con: duckdb.DuckDBPyConnection, schema: str) -> list[tuple[str, bool, str, str]]:
+    """(table, is a partition, column, declared type) of every table and partitioned table (relkind r, p)."""
     inner = (
-        "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+        "SELECT c.relname::text, c.relispartition, a.attname::text, format_type(a.atttypid, a.atttypmod) "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         f"WHERE n.nspname = {quote_literal(schema)} AND c.relkind IN ('r', 'p') "
-        "AND a.attnum > 0 AND NOT a.attisdropped"
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum"
     )
-    rows = con.execute(f"SELECT * FROM postgres_query({quote_literal(SOURCE_ALIAS)}, ?)", [inner]).fetchall()
-    return {(t, c): ty for t, c, ty in rows}
+    return [(str(r[0]), bool(r[1]), str(r[2]), str(r[3])) for r in _pg_query(con, inner)]
 
 
-def lossy_columns(table: TableInfo, duck_types: dict[str, str]) -> list[str]:
-    """Columns whose source type has no faithful Parquet/DuckDB type and arrive as text or double."""
-    notes = []
-    for col in table.columns:
-        duck = duck_types.get(col.name, "")
-        native = col.type.lower()
-        if duck == "VARCHAR" and not native.startswith(_TEXTUAL) and native not in ("", "varchar"):
-            notes.append(f"{col.name}: {col.type} read as text")
-        elif native == "numeric" and duck == "DOUBLE":
-            notes.append(f"{col.name}: numeric without precision read as double")
-    return notes
+def _pg_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[PgColumn]:
+    """The columns of one table with what the type map needs: a domain resolved to its base type, through
+    any chain of domains (the typmod nearest the column wins, as in PostgreSQL)."""
+    inner = (
+        "WITH RECURSIVE chain(oid, base, typmod, depth) AS ("
+        " SELECT oid, typbasetype, typtypmod, 1 FROM pg_type WHERE typtype = 'd'"
+        " UNION ALL"
+        " SELECT c.oid, t.typbasetype, CASE WHEN c.typmod <> -1 THEN c.typmod ELSE t.typtypmod END, c.depth + 1"
+        " FROM chain c JOIN pg_type t ON t.oid = c.base WHERE t.typtype = 'd' AND c.depth < 16"
+        "), dom AS (SELECT DISTINCT ON (oid) oid, base, typmod FROM chain ORDER BY oid, depth DESC) "
+        "SELECT a.attname::text AS name, format_type(a.atttypid, a.atttypmod) AS declared, "
+        "CASE WHEN t.typtype = 'd' THEN format_type(dom.base, dom.typmod) "
+        "ELSE format_type(a.atttypid, a.atttypmod) END AS base, t.typtype::text AS typtype, "
+        "COALESCE(b.typcategory, t.typcategory)::text AS category, "
+        "format_type(NULLIF(COALESCE(b.typelem, t.typelem), 0), NULL) AS element "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+        "LEFT JOIN dom ON t.typtype = 'd' AND dom.oid = t.oid "
+        "LEFT JOIN pg_type b ON t.typtype = 'd' AND b.oid = dom.base "
+        f"WHERE n.nspname = {quote_literal(schema)} AND c.relname = {quote_literal(table)} "
+        "AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    )
+    return [
+        PgColumn(name=r[0], declared=r[1], base=r[2], typtype=r[3], category=r[4], element=r[5])
+        for r in _pg_query(con, inner)
+    ]
 
 
 def find_table(
@@ -304,43 +342,64 @@ def open_table_stream(
     window: tuple[datetime, datetime] | None,
     partition_keys: list[str],
     timezone: str = "UTC",
+    casts: dict[str, str] | None = None,
 ) -> TableStream:
     """Open the source and describe the SELECT for one table and partition window.
 
     The table and column names are checked against the live catalog first, so a name from YAML can only
-    ever select an existing table; it is quoted as well.
+    ever select an existing table; it is quoted as well. Every column is read through the type map
+    (`type_map.py`): the SELECT already has exact, Parquet-writable types, or this raises a SourceError
+    naming the column and the `cast:` that would let it land, before anything is written.
     """
     where = f"{label}.{table}"
     if cfg.kind == "vertica":
         return _vertica_stream(
-            cfg, schema, table, label, incremental_column, window, partition_keys, timezone
+            cfg, schema, table, label, incremental_column, window, partition_keys, timezone, casts or {}
         )
 
     con = new_duckdb()
     try:
         attach_source(con, cfg, label=label)
         try:
-            info = find_table(_discover_attached(con, cfg, schema), schema, table, where=where)
-        except SourceError:
-            raise
+            # A partition named in `tables:` may be exported on its own; discovery leaves partitions out.
+            catalog = _discover_attached(con, cfg, schema, with_partitions=True)
         except Exception as e:
             raise SourceError(
                 str(scrub_exception(e, f"{where}: cannot read the catalog of {schema}"))
             ) from None
+        info = find_table(catalog, schema, table, where=where)
         if incremental_column:
             check_column(info, incremental_column, where=where)
-        duck_types = dict(
+        casts = dict(casts or {})
+        unknown = sorted(set(casts) - {c.name for c in info.columns})
+        if unknown:
+            raise SourceError(
+                f"{where}: cast: names {', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} "
+                f"not in {schema}.{table} (columns: {', '.join(c.name for c in info.columns)})",
+                retryable=False,
+            )
+        duck_types: dict[str, str] = dict(
             con.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+                "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
                 [SOURCE_ALIAS, schema, table],
             ).fetchall()
         )
-        fqn = f"{SOURCE_ALIAS}.{quote_ident(schema)}.{quote_ident(table)}"
-        select_list = ", ".join(quote_ident(c) for c in duck_types)
-        sql = f"SELECT {select_list} FROM {fqn}"
-        if incremental_column and window:
-            sql += f" WHERE {window_filter(incremental_column, window)}"
+        try:
+            if cfg.kind == "postgres":
+                sql, notes = _pg_select(con, info, duck_types, casts, incremental_column, window)
+            elif cfg.kind == "sqlite":
+                sql, notes = _sqlite_select(con, info, duck_types, casts, incremental_column, window)
+            else:
+                sql, notes = _duckdb_select(con, info, duck_types, casts, incremental_column, window)
+        except NotExact as e:
+            raise SourceError(f"{where}: {e}", retryable=False) from None
+        except ValueError as e:  # a `cast:` word the type map does not know
+            raise SourceError(f"{where}: {e}", retryable=False) from None
+        except SourceError:
+            raise
+        except Exception as e:
+            raise SourceError(str(scrub_exception(e, f"{where}: cannot plan the read"))) from None
         return TableStream(
             con=con,
             sql=sql,
@@ -348,11 +407,221 @@ def open_table_stream(
             source_label=cfg.describe(),
             partition_keys=partition_keys,
             partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
-            notes=lossy_columns(info, duck_types),
+            notes=notes,
         )
     except BaseException:
         con.close()
         raise
+
+
+def _fqn(table: TableInfo) -> str:
+    return f"{SOURCE_ALIAS}.{quote_ident(table.schema)}.{quote_ident(table.name)}"
+
+
+def _assemble(
+    reads: list[ColumnRead],
+    source: str,
+    incremental_column: str | None,
+    window: tuple[datetime, datetime] | None,
+    *,
+    filter_inside: bool,
+) -> str:
+    select_list = ", ".join(r.select_expr for r in reads)
+    sql = f"SELECT {select_list} FROM {source}"
+    if incremental_column and window:
+        if filter_inside:
+            sql += f" WHERE {window_filter(incremental_column, window)}"
+        else:
+            sql = f"SELECT * FROM ({sql}) WHERE {window_filter(incremental_column, window)}"
+    return sql
+
+
+def _pg_window_filter(column: str, declared: str, window: tuple[datetime, datetime]) -> str:
+    """`window_filter` in PostgreSQL's SQL, for a SELECT PostgreSQL runs itself: the same rows (a date or
+    timestamp compares as a UTC wall clock, as DuckDB's CAST to TIMESTAMPTZ in a UTC session does)."""
+    col = quote_ident(column)
+    if declared.startswith("timestamp") and "with time zone" in declared:
+        start, end = (
+            quote_literal(w.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")) + "::timestamptz"
+            for w in window
+        )
+    else:
+        start, end = (
+            quote_literal(w.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")) + "::timestamp" for w in window
+        )
+    return f"{col} >= {start} AND {col} < {end}"
+
+
+def _pg_select(
+    con: duckdb.DuckDBPyConnection,
+    info: TableInfo,
+    duck_types: dict[str, str],
+    casts: dict[str, str],
+    incremental_column: str | None,
+    window: tuple[datetime, datetime] | None,
+) -> tuple[str, list[str]]:
+    columns = _pg_columns(con, info.schema, info.name)
+    table_sql = f"{quote_ident(info.schema)}.{quote_ident(info.name)}"
+    declared = {c.name: c.declared for c in columns}
+    pg_filter = (
+        # The base type: a domain over timestamptz compares as timestamptz.
+        _pg_window_filter(
+            incremental_column, next(c.base for c in columns if c.name == incremental_column), window
+        )
+        if incremental_column and window
+        else None
+    )
+    probes = _pg_probe(con, [c for c in columns if pg_needs_probe(c)], table_sql, pg_filter)
+    reads = [pg_read(c, duck_types.get(c.name, ""), probes.get(c.name), casts.get(c.name)) for c in columns]
+    notes = [r.note for r in reads if r.note]
+    if not any(r.source_expr for r in reads):
+        # The scanner reads every column as it is: parallel binary COPY over ctid ranges. The window filter
+        # goes on the source column (pushed down to PostgreSQL) unless the column is converted on the way
+        # (a domain arrives as text): then it filters the converted value.
+        raw = next(
+            (r.select_expr == quote_ident(r.name) for r in reads if r.name == incremental_column), True
+        )
+        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes
+    # Some column must be converted by PostgreSQL itself (numeric text, a wider DECIMAL): one query.
+    inner = ", ".join(f"{r.source_expr or quote_ident(r.name)} AS {quote_ident(r.name)}" for r in reads)
+    pg_sql = f"SELECT {inner} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")
+    source = f"postgres_query({quote_literal(SOURCE_ALIAS)}, {quote_literal(pg_sql)})"
+    sql = _assemble(reads, source, None, None, filter_inside=True)
+    # postgres_query maps a few types otherwise than the scanner's catalog (point and composites arrive as
+    # text, not STRUCT): say so, so a schema that differs from an earlier run is explained.
+    landed = {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE {sql}").fetchall()}
+    for r in reads:
+        if r.source_expr is None and r.select_expr == quote_ident(r.name) and r.note is None:
+            scanned, now = duck_types.get(r.name, ""), landed.get(r.name, "")
+            if scanned and now and scanned != now:
+                notes.append(
+                    f"{r.name}: {declared[r.name]} read as {now} (the table is read through postgres_query, "
+                    f"the scanner alone would give {scanned})"
+                )
+    return sql, notes
+
+
+def _pg_probe(
+    con: duckdb.DuckDBPyConnection, columns: list[PgColumn], table_sql: str, pg_filter: str | None
+) -> dict[str, NumericProbe]:
+    """One pass of PostgreSQL over the rows being exported: per numeric column, NaN/Infinity count,
+    largest magnitude (exact, as text) and largest scale. `scale()` is NULL for NaN and +-Infinity."""
+    if not columns:
+        return {}
+    parts: list[str] = []
+    for c in columns:
+        q = quote_ident(c.name)
+        i = len(parts)
+        parts.append(f"count(*) FILTER (WHERE {q} IS NOT NULL AND scale({q}) IS NULL) AS p{i}")
+        parts.append(f"(max(abs({q})) FILTER (WHERE scale({q}) IS NOT NULL))::text AS p{i + 1}")
+        parts.append(f"max(scale({q})) AS p{i + 2}")
+    sql = f"SELECT {', '.join(parts)} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")
+    row = _pg_query(con, sql)[0]
+    return {
+        c.name: NumericProbe(
+            specials=int(row[3 * i] or 0),
+            max_abs=row[3 * i + 1],
+            max_scale=None if row[3 * i + 2] is None else int(row[3 * i + 2]),
+        )
+        for i, c in enumerate(columns)
+    }
+
+
+def _duckdb_select(
+    con: duckdb.DuckDBPyConnection,
+    info: TableInfo,
+    duck_types: dict[str, str],
+    casts: dict[str, str],
+    incremental_column: str | None,
+    window: tuple[datetime, datetime] | None,
+) -> tuple[str, list[str]]:
+    huge = [n for n, t in duck_types.items() if t.upper() in ("HUGEINT", "UHUGEINT") and n not in casts]
+    fits: dict[str, bool] = {}
+    if huge:
+        # One probe: do all values fit DECIMAL(38,0)? (a DuckDB file is read-only here, so the read agrees)
+        limit = str(HUGEINT_LIMIT)
+        parts = [f"coalesce(bool_and({quote_ident(n)} BETWEEN -{limit} AND {limit}), true)" for n in huge]
+        row = con.execute(f"SELECT {', '.join(parts)} FROM {_fqn(info)}").fetchone()
+        fits = {n: bool(row[i]) for i, n in enumerate(huge)} if row else {}
+    reads = [duck_read(n, t, fits.get(n), casts.get(n)) for n, t in duck_types.items()]
+    notes = [r.note for r in reads if r.note]
+    return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=False), notes
+
+
+_SQLITE_OFFSET = "({q} GLOB '*[+-][0-9][0-9]:[0-9][0-9]' OR {q} GLOB '*[+-][0-9][0-9][0-9][0-9]')"
+
+
+def _sqlite_query(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = con.execute(
+        f"SELECT * FROM sqlite_query({quote_literal(SOURCE_ALIAS)}, ?)", [sql]
+    ).fetchall()
+    return rows
+
+
+def _sqlite_select(
+    con: duckdb.DuckDBPyConnection,
+    info: TableInfo,
+    duck_types: dict[str, str],
+    casts: dict[str, str],
+    incremental_column: str | None,
+    window: tuple[datetime, datetime] | None,
+) -> tuple[str, list[str]]:
+    declared: dict[str, str] = {
+        str(n): str(t or "")
+        for n, t in _sqlite_query(
+            con, f"SELECT name, type FROM pragma_table_info({quote_literal(info.name)})"
+        )
+    }
+    table_sql = quote_ident(info.name)
+    probed = [
+        n
+        for n, t in duck_types.items()
+        if n not in casts and (not declared.get(n, "").strip() or t.upper() in ("TIMESTAMP", "DOUBLE"))
+    ]
+    probes: dict[str, SqliteProbe] = {}
+    if probed:
+        parts: list[str] = []
+        for n in probed:
+            q = quote_ident(n)
+            i = len(parts)
+            parts.append(
+                f"(SELECT group_concat(k) FROM (SELECT DISTINCT typeof({q}) AS k FROM {table_sql})) AS p{i}"
+            )
+            parts.append(
+                f"(SELECT count(*) FROM {table_sql} WHERE typeof({q}) = 'text' "
+                f"AND {_SQLITE_OFFSET.format(q=q)}) AS p{i + 1}"
+            )
+            # Integers a DOUBLE cannot hold exactly (SQLite keeps NUMERIC values as 64-bit integers).
+            parts.append(
+                f"(SELECT count(*) FROM {table_sql} WHERE typeof({q}) = 'integer' "
+                f"AND ({q} > 9007199254740992 OR {q} < -9007199254740992)) AS p{i + 2}"
+            )
+        row = _sqlite_query(con, f"SELECT {', '.join(parts)}")[0]
+        for i, n in enumerate(probed):
+            kinds = frozenset(str(row[3 * i] or "").split(",")) - {""}
+            probes[n] = SqliteProbe(
+                kinds=kinds, offsets=int(row[3 * i + 1] or 0), wide_integers=int(row[3 * i + 2] or 0)
+            )
+    reads = [
+        sqlite_read(n, declared.get(n, ""), t, probes.get(n), casts.get(n)) for n, t in duck_types.items()
+    ]
+    notes = [r.note for r in reads if r.note]
+    if not any(r.source_expr for r in reads):
+        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=False), notes
+    # sqlite_query returns every column as text: plain columns are rendered so they cast back exactly.
+    full = [
+        r
+        if r.source_expr
+        else ColumnRead(
+            r.name, sqlite_back(r.name, duck_types[r.name]), sqlite_source_expr(r.name, duck_types[r.name])
+        )
+        for r in reads
+    ]
+    inner = ", ".join(f"{r.source_expr} AS {quote_ident(r.name)}" for r in full)
+    source = (
+        f"sqlite_query({quote_literal(SOURCE_ALIAS)}, {quote_literal(f'SELECT {inner} FROM {table_sql}')})"
+    )
+    return _assemble(full, source, incremental_column, window, filter_inside=False), notes
 
 
 def _vertica_stream(
@@ -364,6 +633,7 @@ def _vertica_stream(
     window: tuple[datetime, datetime] | None,
     partition_keys: list[str],
     timezone: str,
+    casts: dict[str, str],
 ) -> TableStream:
     from adu_assets.sources import vertica
 
@@ -376,8 +646,23 @@ def _vertica_stream(
     table = find_table(catalog, schema, table_name, where=f"{label}.{table_name}", case_sensitive=False)
     if incremental_column:
         check_column(table, incremental_column, where=f"{label}.{table_name}", case_sensitive=False)
-    sql, params = vertica.build_select(table, incremental_column=incremental_column, window=window)
-    schema, cast_to_text = vertica.arrow_schema_for(table)
+    where = f"{label}.{table_name}"
+    names = {c.name.casefold() for c in table.columns}
+    unknown = sorted(k for k in casts if k.casefold() not in names)
+    if unknown:
+        raise SourceError(
+            f"{where}: cast: names {', '.join(unknown)}, not in {schema}.{table.name} "
+            f"(columns: {', '.join(c.name for c in table.columns)})",
+            retryable=False,
+        )
+    try:
+        sql, params = vertica.build_select(
+            table, incremental_column=incremental_column, window=window, casts=casts
+        )
+        schema, _ = vertica.arrow_schema_for(table, casts)
+        notes = vertica.type_notes(table, casts)
+    except ValueError as e:
+        raise SourceError(f"{where}: {e}", retryable=False) from None
     reader = vertica.stream_query(lambda: vertica.connect_vertica(cfg), sql, params, schema)
     con = new_duckdb()
     # DuckDB scans the Arrow stream batch by batch: Vertica rows reach Parquet without a full copy in memory.
@@ -389,5 +674,5 @@ def _vertica_stream(
         source_label=cfg.describe(),
         partition_keys=partition_keys,
         partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
-        notes=[f"{c}: read as text" for c in cast_to_text],
+        notes=notes,
     )

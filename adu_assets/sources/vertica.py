@@ -33,6 +33,7 @@ __all__ = [
     "connect_vertica",
     "discover_tables",
     "stream_query",
+    "type_notes",
 ]
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -176,7 +177,26 @@ class _ColumnPlan:
 _TYPE_RE = re.compile(r"^\s*([a-z][a-z ]*?)\s*(?:\(([^)]*)\))?\s*$")
 
 
-def _plan(column: ColumnInfo) -> _ColumnPlan:
+def _cast_plan(word: str) -> _ColumnPlan:
+    """A YAML `cast:` for one column: the server casts, Arrow gets the matching type (noted)."""
+    from adu_assets.sources.type_map import cast_target
+
+    target = cast_target(word)
+    if target == "DOUBLE":
+        return _ColumnPlan(pa.float64(), cast_to="FLOAT", reported=True)
+    if target == "VARCHAR":
+        return _ColumnPlan(pa.string(), cast_to=_TEXT_CAST, reported=True)
+    if target in ("BIGINT", "INTEGER"):
+        return _ColumnPlan(pa.int64(), cast_to="INTEGER", reported=True)
+    precision, scale = (int(x) for x in target[len("DECIMAL(") : -1].split(","))
+    return _ColumnPlan(
+        pa.decimal128(precision, scale), cast_to=f"NUMERIC({precision},{scale})", reported=True
+    )
+
+
+def _plan(column: ColumnInfo, cast: str | None = None) -> _ColumnPlan:
+    if cast is not None:
+        return _cast_plan(cast)
     m = _TYPE_RE.match(column.type.lower())
     base, args = (m.group(1), m.group(2)) if m else (column.type.lower(), None)
     if base in ("int", "integer", "bigint", "smallint", "tinyint", "int8"):
@@ -193,9 +213,8 @@ def _plan(column: ColumnInfo) -> _ColumnPlan:
             scale = int(parts[1]) if len(parts) > 1 else 0
         if precision <= 38:
             return _ColumnPlan(pa.decimal128(precision, scale))
-        if precision <= 76:
-            return _ColumnPlan(pa.decimal256(precision, scale))
-        # Vertica allows NUMERIC up to 1024 digits; no Arrow decimal holds that.
+        # Vertica allows NUMERIC up to 1024 digits. DuckDB's DECIMAL (and so the landing) holds 38: an Arrow
+        # decimal256 would reach Parquet as DOUBLE. The server's text is exact.
         return _ColumnPlan(pa.string(), cast_to=_TEXT_CAST, reported=True)
     if base in ("varchar", "char", "character", "character varying", "long varchar"):
         return _ColumnPlan(pa.string())
@@ -222,17 +241,40 @@ def _plan(column: ColumnInfo) -> _ColumnPlan:
     return _ColumnPlan(pa.string(), cast_to=_TEXT_CAST, reported=True)
 
 
-def arrow_schema_for(table: TableInfo) -> tuple[pa.Schema, list[str]]:
+def arrow_schema_for(table: TableInfo, casts: dict[str, str] | None = None) -> tuple[pa.Schema, list[str]]:
     """The Arrow schema that `stream_query` produces for `build_select(table, ...)`, and the names of the
     columns read as text because Arrow has no faithful type for them (for the materialization metadata)."""
+    casts = casts or {}
     fields = []
     cast_to_text = []
     for column in table.columns:
-        plan = _plan(column)
+        cast = _cast_for(casts, column.name)
+        plan = _plan(column, cast)
         fields.append(pa.field(column.name, plan.arrow_type, nullable=column.nullable))
-        if plan.reported:
+        if plan.reported and cast is None:
             cast_to_text.append(column.name)
     return pa.schema(fields), cast_to_text
+
+
+def type_notes(table: TableInfo, casts: dict[str, str] | None = None) -> list[str]:
+    """One `type_notes` line for each column landed in another form than its Vertica type."""
+    casts = casts or {}
+    notes = []
+    for column in table.columns:
+        cast = _cast_for(casts, column.name)
+        if cast is not None:
+            notes.append(f"{column.name}: {column.type} cast to {cast} as the YAML asks (cast:)")
+        elif _plan(column).reported:
+            notes.append(f"{column.name}: {column.type} read as text")
+    return notes
+
+
+def _cast_for(casts: dict[str, str], name: str) -> str | None:
+    # Vertica names are case-insensitive, so a `cast:` key matches in any case.
+    for key, word in casts.items():
+        if key.casefold() == name.casefold():
+            return word
+    return None
 
 
 # --- SELECT -------------------------------------------------------------------------------------
@@ -273,6 +315,7 @@ def build_select(
     *,
     incremental_column: str | None,
     window: tuple[datetime, datetime] | None,
+    casts: dict[str, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """A SELECT of every discovered column of `table`, limited to ``[start, end)`` of `window` on
     `incremental_column` when both are given. Returns the SQL (``?`` placeholders) and its parameters."""
@@ -282,7 +325,7 @@ def build_select(
         )
     select_list = []
     for column in table.columns:
-        plan = _plan(column)
+        plan = _plan(column, _cast_for(casts or {}, column.name))
         ident = quote_ident(column.name)
         select_list.append(f"CAST({ident} AS {plan.cast_to}) AS {ident}" if plan.cast_to else ident)
     sql = f"SELECT {', '.join(select_list)}\nFROM {quote_ident(table.schema)}.{quote_ident(table.name)}"

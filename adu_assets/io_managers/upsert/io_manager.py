@@ -14,7 +14,13 @@ import dagster as dg
 import pyarrow as pa
 
 from adu_assets.automation.retries import step_error
-from adu_assets.io_managers.upsert.base import DestinationConfig, DestinationError, UpsertResult, upsert
+from adu_assets.io_managers.upsert.base import (
+    DestinationConfig,
+    DestinationError,
+    TooManyRejectedRows,
+    UpsertResult,
+    upsert,
+)
 
 DESTINATION_METADATA_KEY = "adu/destination"
 
@@ -85,6 +91,11 @@ class UpsertIOManager(dg.ConfigurableIOManager):
         data = to_arrow(obj, asset)
         try:
             result = upsert(dest, data, run_id=context.run_id, log=context.log)
+        except TooManyRejectedRows as e:
+            # Not a success: the run fails, naming the error file or table, with the counts as metadata.
+            raise dg.Failure(
+                description=str(e), metadata=result_metadata(e.result, data.schema), allow_retries=False
+            ) from None
         except (DestinationError, TypeError) as e:
             # The YAML or the data does not fit the table: the same rows would fail again.
             raise dg.Failure(description=str(e), allow_retries=False) from None

@@ -86,17 +86,55 @@ def daemon_home(tmp_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
     yield home, tmp_path, env
 
 
+def dead(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def parent_pid(pid: int) -> int:
+    # /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after the last ")".
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.parametrize(
+    "victims",
+    [
+        # The code server notices its worker died and fails the run; monitoring frees the slot.
+        "worker",
+        # `dagster dev` or the host killed outright (daemon, code server, worker), then started again: nobody
+        # is left to notice, only run monitoring's health check (CodeServerRunLauncher) can end the run.
+        "everything",
+    ],
+)
 def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
-    daemon_home: tuple[Path, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    daemon_home: tuple[Path, Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch, victims: str
 ) -> None:
     home, folder, env = daemon_home
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     log_path = folder / "daemon.log"
-    with open(log_path, "wb") as log:
-        daemon = subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-            cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+    # Create the SQLite storage once, before the daemon and the launch command race to create it.
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_runs() == []
+    daemons: list[subprocess.Popen[bytes]] = []
+
+    def start_daemon() -> None:
+        with open(log_path, "ab") as log:
+            daemons.append(subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+
+    def kill_daemon(daemon: subprocess.Popen[bytes]) -> None:
+        # The daemon, its code server and every run process it started share the daemon's session.
+        try:
+            os.killpg(daemon.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        daemon.wait(30)
+
+    start_daemon()
     try:
         launched = subprocess.run(
             [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "__ASSET_JOB"],
@@ -124,7 +162,15 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
             wait_for("the step to run and hold its pool slot",
                      lambda: step_running() and holds_slot(run.run_id), 180, log_path)
 
-            os.kill(pid, signal.SIGKILL)
+            code_server = parent_pid(pid)
+            assert "api grpc" in Path(f"/proc/{code_server}/cmdline").read_text().replace("\0", " ")
+            if victims == "worker":
+                os.kill(pid, signal.SIGKILL)
+            else:
+                kill_daemon(daemons[0])
+                wait_for("the worker and code server to die", lambda: dead(pid) and dead(code_server), 30, log_path)
+                assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
+                start_daemon()
 
             def status() -> dg.DagsterRunStatus:
                 return instance.get_run_by_id(run.run_id).status  # type: ignore[union-attr]
@@ -141,10 +187,9 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
             assert retry.tags.get("dagster/root_run_id") == run.run_id
             # The retry is not blocked by the dead run's slot: it starts and takes the slot itself.
             wait_for("the retry to take the pool slot", lambda: holds_slot(retry.run_id), 180, log_path)
+            if victims == "everything":
+                failure = "\n".join(e.message or "" for e in instance.all_logs(run.run_id))
+                assert "the run worker is gone" in failure
     finally:
-        # The daemon, its code server and every run process it started share the daemon's session.
-        try:
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        daemon.wait(30)
+        for daemon in daemons:
+            kill_daemon(daemon)

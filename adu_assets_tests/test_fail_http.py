@@ -197,3 +197,22 @@ def test_request_deadline_cuts_a_trickling_server(tmp_path: Path, in_headers: bo
     # Cut at the deadline: a handful of bytes (one per 2 s), far from the whole response.
     assert 0 < sent < total // 2, (sent, elapsed)
     assert not (tmp_path / "out").exists()
+
+
+def test_unreachable_destination_is_transient_and_retried_by_the_step(
+    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    closed_port = probe.getsockname()[1]
+    probe.close()
+    with running_fixture_server() as api:
+        api.route("/people", lambda s: Reply(200, {"items": [{"id": "1", "name": "Ada"}]}))
+        cfg = task(api.url("/people"), pg, people_db)
+        cfg["destination"]["connection"]["port"] = closed_port  # nothing listens: connection refused
+        result = run_task(tmp_path, monkeypatch, cfg)
+        assert not result.success
+        # A refused connection can go away: the step policy retries it (3 retries), one request per attempt.
+        assert step_attempts(result) == 4
+        assert len(api.requests("/people")) == 4
+    assert "Connection refused" in failure_text(result) or "connection refused" in failure_text(result).lower()

@@ -575,12 +575,12 @@ def _request_within(
                 except OSError:
                     pass
         resp.read()
-    except httpx.TransportError as exc:
+    except httpx.TransportError:
         if state["expired"]:
             raise httpx.ReadTimeout(
                 f"no complete response within retry.timeout_seconds = {seconds:g} s", request=request
             ) from None
-        raise exc
+        raise
     finally:
         with lock:
             state["done"] = True

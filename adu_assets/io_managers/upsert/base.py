@@ -39,11 +39,10 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
@@ -52,6 +51,9 @@ from adu_assets.model_bounds import require_at_least, require_at_most
 from adu_assets.secrets import redact
 from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
+
+if TYPE_CHECKING:
+    import polars as pl
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
 
@@ -356,6 +358,8 @@ class Rejects:
 
 def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
     """Vectorized checks before staging. Returns the rejects and a mask of rows superseded by a later duplicate."""
+    import polars as pl  # heavy: imported when a batch is checked, not when the code location loads
+
     df = pl.from_arrow(batch)
     assert isinstance(df, pl.DataFrame)
     rejects = Rejects()

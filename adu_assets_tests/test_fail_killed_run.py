@@ -20,6 +20,8 @@ import yaml
 from dagster._config import validate_config
 from dagster._core.instance.config import dagster_instance_config_schema
 
+from adu_assets_tests.pg_server import PgServer
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 POOL = "adu_slow_source"
@@ -162,6 +164,9 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
             wait_for("the step to run and hold its pool slot",
                      lambda: step_running() and holds_slot(run.run_id), 180, log_path)
 
+            # A healthy run survives several monitoring polls (1 s each; 3 failed checks would fail it).
+            time.sleep(6)
+            assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
             code_server = parent_pid(pid)
             assert "api grpc" in Path(f"/proc/{code_server}/cmdline").read_text().replace("\0", " ")
             if victims == "worker":
@@ -193,3 +198,24 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
     finally:
         for daemon in daemons:
             kill_daemon(daemon)
+
+
+def test_deploy_instance_loads_the_monitored_launcher(
+    pg: PgServer, pg_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # deploy/dagster.yaml as the webserver and daemon load it: PostgreSQL storage from DAGSTER_PG_*.
+    home = tmp_path / "deploy_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
+    for name, value in {"HOST": pg.host, "PORT": str(pg.port), "USER": pg.user, "PASSWORD": pg.password,
+                        "DB": pg_db}.items():
+        monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    from adu_assets.automation.run_launcher import CodeServerRunLauncher
+
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.run_launcher, CodeServerRunLauncher)
+        assert instance.run_launcher.supports_check_run_worker_health
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 30
+        assert instance.run_retries_enabled

@@ -279,18 +279,25 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
 
         error: str | None = None
         con = new_duckdb()
+        csv_options: dict[str, Any] | None = None
         try:
-            csv_options: dict[str, Any] | None = None
             if fmt == "csv":
                 csv_options, error = csv_dialect(con, path, self.csv or CsvDialect(), self.name)
             if error is None:
                 metadata = self._land(con, path, rel, fmt, csv_options)
         # What the file itself can cause: bad syntax or encoding, or values that do not fit the column
         # types (of the file, or of the warehouse table earlier files made). Other errors (disk, lock, our
-        # own SQL) fail the run but leave the file where it is, to be retried.
+        # own SQL) fail the run but leave the file where it is, to be retried. Landing is all or nothing
+        # (staged Parquet, one warehouse transaction), so nothing of a file that fails here has landed.
         except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
             error = f"DuckDB could not read it as {fmt}: {e}"
-        finally:
+        if error is not None and csv_options:
+            # Only now pay for a second pass over the file: which lines do not fit, and why.
+            try:
+                error = csv_bad_lines(con, path, csv_options, self.name) or error
+            finally:
+                con.close()
+        else:
             con.close()
         if error is not None:
             # Outside the except block, so the DuckDB traceback is not chained into the event log as well.
@@ -414,18 +421,16 @@ _REJECTS_SHOWN = 5
 def csv_dialect(
     con: "duckdb.DuckDBPyConnection", path: Path, declared: CsvDialect, component: str
 ) -> tuple[dict[str, Any], str | None]:
-    """The dialect to read `path` with ({read_csv option: value}), and why the file must be quarantined
-    (None when every line parses under that dialect).
+    """The dialect to read `path` with ({read_csv option: value}), or why the file must be quarantined
+    before it is read.
 
     DuckDB's sniffer would rather guess than fail: a stray quote makes it read with no quoting at all
     (the quote lands inside the value), ragged rows make it pick a separator that splits nothing, and a
     header it cannot tell from data becomes column0, column1, ... in the shared warehouse table. So the
-    quote is '"' unless declared, the separator must occur in the header line, a missing header is not
-    guessed, and the whole file is parsed once under the result with every column as text; any line that
-    does not fit is a reason, with its line number.
+    quote is '"' unless declared, the separator must occur in the header line, and a missing header is not
+    guessed. The file is then read strictly under the result, so a line that does not fit fails the read
+    (and `csv_bad_lines` says which).
     """
-    import csv as pycsv
-
     import duckdb
 
     p = sql_literal(str(path))
@@ -460,13 +465,30 @@ def csv_dialect(
                 f"csv.header: false in {component}'s YAML to accept such files with columns column0, column1, ..."
             )
         header = True
-    options: dict[str, Any] = {"delim": delim, "quote": quote, "escape": escape, "header": header}
+    return {"delim": delim, "quote": quote, "escape": escape, "header": header}, None
+
+
+def csv_bad_lines(
+    con: "duckdb.DuckDBPyConnection", path: Path, options: dict[str, Any], component: str
+) -> str | None:
+    """Why `path` does not parse under `options`, line by line, or None when every line does.
+
+    One pass over the whole file with every column as text and the column count taken from the first
+    line, so each line that does not fit is named: an unterminated quote, too many or too few fields.
+    """
+    import csv as pycsv
+
+    import duckdb
+
+    delim, quote, escape, header = options["delim"], options["quote"], options["escape"], options["header"]
+    with open(path, "rb") as f:
+        head = f.readline(1 << 20).decode("utf-8-sig", errors="replace").rstrip("\r\n")
     width = max(1, len(next(pycsv.reader([head], delimiter=delim[0], quotechar=quote[0]), [])))
     columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
     check = (
-        f"read_csv({p}, auto_detect = false, columns = {columns}, delim = {sql_literal(delim)}, "
-        f"quote = {sql_literal(quote)}, escape = {sql_literal(escape)}, header = false, "
-        f"skip = {1 if header else 0}, strict_mode = true, store_rejects = true, "
+        f"read_csv({sql_literal(str(path))}, auto_detect = false, columns = {columns}, "
+        f"delim = {sql_literal(delim)}, quote = {sql_literal(quote)}, escape = {sql_literal(escape)}, "
+        f"header = false, skip = {1 if header else 0}, strict_mode = true, store_rejects = true, "
         "rejects_table = 'adu_csv_rejects', rejects_scan = 'adu_csv_scans', rejects_limit = 10000)"
     )
     shown = f"delimiter {delim!r}, quote {quote!r}, {width} columns"
@@ -481,17 +503,17 @@ def csv_dialect(
             [_REJECTS_SHOWN],
         ).fetchall()
     except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
-        return options, f"it does not parse as CSV ({shown}): {str(e).splitlines()[0]}"
+        return f"it does not parse as CSV ({shown}): {str(e).splitlines()[0]}"
     finally:
         con.execute("DROP TABLE IF EXISTS adu_csv_rejects")
         con.execute("DROP TABLE IF EXISTS adu_csv_scans")
-    if problems:
-        lines = "; ".join(f"line {line}: {message}" for line, message, _ in problems)
-        return options, (
-            f"it does not parse cleanly as CSV ({shown}): {problems[0][2]} bad line(s), {lines}. Nothing of it "
-            f"was landed. Fix the file and drop it again, or declare the dialect under csv: in {component}'s YAML"
-        )
-    return options, None
+    if not problems:
+        return None
+    lines = "; ".join(f"line {line}: {message}" for line, message, _ in problems)
+    return (
+        f"it does not parse cleanly as CSV ({shown}): {problems[0][2]} bad line(s), {lines}. Nothing of it "
+        f"was landed. Fix the file and drop it again, or declare the dialect under csv: in {component}'s YAML"
+    )
 
 
 def load_file_into_warehouse(

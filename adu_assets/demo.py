@@ -122,9 +122,11 @@ def demo_summary(root: Path, partition: str) -> str:
     lines.append(f"Parquet files:  {parquet}/<source>/<schema>/<table>/adu_partition={partition}/")
     warehouse = warehouse_path(root)
     if warehouse.exists():
-        lines.append(f"Warehouse:      {warehouse} (DuckDB; tables \"<source>_<schema>\".\"<table>\")")
+        lines.append(f'Warehouse:      {warehouse} (DuckDB; tables "<source>_<schema>"."<table>")')
     # The UI shows these runs only with the same DAGSTER_HOME (scripts/demo sets one).
     home = os.environ.get("DAGSTER_HOME")
     prefix = f"DAGSTER_HOME={home} " if home else ""
-    lines.append(f"Open the UI:    {prefix}dagster dev -m adu_assets.definitions   then http://127.0.0.1:3000")
+    lines.append(
+        f"Open the UI:    {prefix}dagster dev -m adu_assets.definitions   then http://127.0.0.1:3000"
+    )
     return "\n".join(lines)

@@ -19,11 +19,22 @@ def test_demo_ends_with_a_summary(tmp_path: Path) -> None:
     home.mkdir()
     (home / "dagster.yaml").write_text((Path(__file__).parents[1] / "dagster.yaml").read_text())
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "ADU_"))}
-    env.update(DAGSTER_HOME=str(home), ADU_STATE_DIR=str(tmp_path / "state"), ADU_DATA_DIR=str(tmp_path / "data"))
+    env.update(
+        DAGSTER_HOME=str(home), ADU_STATE_DIR=str(tmp_path / "state"), ADU_DATA_DIR=str(tmp_path / "data")
+    )
     proc = subprocess.run(
-        [sys.executable, "-c", "import sys; from adu_assets.cli import main; sys.exit(main())",
-         "demo", "--partition", "2026-03-01"],
-        env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from adu_assets.cli import main; sys.exit(main())",
+            "demo",
+            "--partition",
+            "2026-03-01",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     out = proc.stdout.strip().splitlines()
@@ -44,8 +55,13 @@ def test_demo_ends_with_a_summary(tmp_path: Path) -> None:
     assert out[-1].startswith("Open the UI:") and "dagster dev -m adu_assets.definitions" in out[-1]
     # Every step reported in one line each; the full Dagster log is in the file the output names.
     ok = [line.split()[-1] for line in out if line.strip().startswith("ok")]
-    for table in ("shop/main/orders", "shop/main/customers", "shop/main/products", "inventory/main/warehouses",
-                  "inventory/main/stock_levels"):
+    for table in (
+        "shop/main/orders",
+        "shop/main/customers",
+        "shop/main/products",
+        "inventory/main/warehouses",
+        "inventory/main/stock_levels",
+    ):
         assert table in ok, ok
     log = data / "logs" / "demo-2026-03-01.log"
     assert str(log) in text and "RUN_SUCCESS" in log.read_text()

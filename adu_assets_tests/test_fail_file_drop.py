@@ -18,7 +18,9 @@ from adu_assets_tests.test_components_file_drop import FILE_DROP_TYPE, run, sett
 GOOD = '"id","name","city","note"\n"1","Ann","Oslo","first"\n"2","Bob","Lyon","second"\n'
 # The shape from the issue: an unterminated quote on the first data row. DuckDB's sniffer used to give up
 # on quoting and land every value (and the header names) with their quote characters.
-UNTERMINATED = '"id","name","city","note"\n"3","Cy","Rome","open quote\n"4","Di","Oslo","y"\n"5","Ed","Lyon","z"\n'
+UNTERMINATED = (
+    '"id","name","city","note"\n"3","Cy","Rome","open quote\n"4","Di","Oslo","y"\n"5","Ed","Lyon","z"\n'
+)
 # A quoted field that never closes, without quotes elsewhere: it used to land as one column of whole lines.
 STRAY_QUOTE = 'id,name,city,note\n6,Fay,"Oslo, Norway,x\n7,Gus,Lyon,y\n'
 RAGGED = "id,name,city,note\n8,Hal,Oslo,x\n9,Ida,Lyon,y,extra,more\n10,Jo,Rome\n"
@@ -28,8 +30,12 @@ HEADERLESS = "11,12,13,14\n15,16,17,18\n"
 def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **extra: Any) -> tuple[Path, dg.Definitions]:
     inbox = tmp_path / "inbox"
     inbox.mkdir(exist_ok=True)
-    write_component(tmp_path / "user_defs", "drops", FILE_DROP_TYPE,
-                    {"name": "drops", "folder": str(inbox), "glob": "*.csv", "min_age_seconds": 600, **extra})
+    write_component(
+        tmp_path / "user_defs",
+        "drops",
+        FILE_DROP_TYPE,
+        {"name": "drops", "folder": str(inbox), "glob": "*.csv", "min_age_seconds": 600, **extra},
+    )
     return inbox, load(tmp_path / "user_defs", monkeypatch)
 
 
@@ -49,8 +55,13 @@ def land_files(d: dg.Definitions, inbox: Path, files: dict[str, str]) -> dict[st
 
 def warehouse(tmp_path: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
     with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
-        cols = [r[0] for r in con.execute("SELECT column_name FROM information_schema.columns "
-                                           "WHERE table_name = 'drops' ORDER BY ordinal_position").fetchall()]
+        cols = [
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = 'drops' ORDER BY ordinal_position"
+            ).fetchall()
+        ]
         rows = con.execute('SELECT id, name, adu_partition FROM "drops"."drops" ORDER BY id').fetchall()
     return cols, rows
 
@@ -70,8 +81,12 @@ def test_malformed_csvs_are_quarantined_whole(
     assert cols_before == ["id", "name", "city", "note", "adu_partition"]
     assert rows_before == [(1, "Ann", "a_good.csv"), (2, "Bob", "a_good.csv")]
 
-    bad = {"b_unterminated.csv": UNTERMINATED, "c_stray.csv": STRAY_QUOTE, "d_ragged.csv": RAGGED,
-           "e_headerless.csv": HEADERLESS}
+    bad = {
+        "b_unterminated.csv": UNTERMINATED,
+        "c_stray.csv": STRAY_QUOTE,
+        "d_ragged.csv": RAGGED,
+        "e_headerless.csv": HEADERLESS,
+    }
     results = land_files(d, inbox, bad)
     assert sorted(results) == sorted(bad)
     expected = {
@@ -100,10 +115,14 @@ def test_declared_dialect_is_used_and_still_checked(
     tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     inbox, d = setup(tmp_path, monkeypatch, csv={"delimiter": ";", "header": False})
-    results = land_files(d, inbox, {
-        "a_semicolon.csv": "21;Kim;Oslo\n22;Lou;Lyon\n",
-        "b_wrong.csv": "23;Max;Oslo\n24;Ned\n",
-    })
+    results = land_files(
+        d,
+        inbox,
+        {
+            "a_semicolon.csv": "21;Kim;Oslo\n22;Lou;Lyon\n",
+            "b_wrong.csv": "23;Max;Oslo\n24;Ned\n",
+        },
+    )
     assert results["a_semicolon.csv"].success
     files = list((tmp_path / "data" / "parquet" / "drops").glob("adu_partition=a_semicolon.csv/*.parquet"))
     table = pq.read_table(files[0])

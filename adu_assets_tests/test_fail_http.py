@@ -50,8 +50,12 @@ def task(url: str, pg: PgServer, db: str, pagination: dict[str, Any] | None = No
             {"source": "id", "target": "person_id", "transforms": ["to_int"]},
             {"source": "name", "target": "name"},
         ],
-        "destination": {"connection": pg_connection_yaml(pg, db), "table": "people", "mode": "upsert",
-                        "keys": ["person_id"]},
+        "destination": {
+            "connection": pg_connection_yaml(pg, db),
+            "table": "people",
+            "mode": "upsert",
+            "keys": ["person_id"],
+        },
     }
 
 
@@ -72,7 +76,11 @@ def run_task(
 
 
 def test_http_500_costs_client_attempts_only(
-    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    people_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_fixture_server() as api:
@@ -86,7 +94,11 @@ def test_http_500_costs_client_attempts_only(
 
 
 def test_http_500_then_ok_succeeds_in_the_client(
-    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    people_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     calls: list[int] = []
@@ -108,13 +120,21 @@ def test_http_500_then_ok_succeeds_in_the_client(
 
 
 def test_repeating_cursor_fails_once(
-    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    people_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_fixture_server() as api:
         api.route("/people", lambda s: Reply(200, {"items": [{"id": "1", "name": "x"}], "next": "same"}))
-        cfg = task(api.url("/people"), pg, people_db,
-                   {"type": "cursor", "cursor_path": "next", "cursor_param": "cursor"})
+        cfg = task(
+            api.url("/people"),
+            pg,
+            people_db,
+            {"type": "cursor", "cursor_path": "next", "cursor_param": "cursor"},
+        )
         result = run_task(tmp_path, monkeypatch, cfg)
         assert not result.success
         # page 0 (cursor "same"), page 1 (cursor "same" again): stop. Was 8 with 4 step attempts.
@@ -124,7 +144,11 @@ def test_repeating_cursor_fails_once(
 
 
 def test_max_pages_exceeded_fails_once(
-    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    people_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with running_fixture_server() as api:
@@ -184,10 +208,12 @@ def trickling_server(*, in_headers: bool, total: int = 60, every_s: float = 2.0)
 def test_request_deadline_cuts_a_trickling_server(tmp_path: Path, in_headers: bool) -> None:
     total = 60  # 60 bytes at one per 2 s would hold the request for about 2 minutes
     with trickling_server(in_headers=in_headers, total=total) as server:
-        request = RequestConfig.model_validate({
-            "url": f"http://127.0.0.1:{server['port']}/slow",
-            "retry": {"timeout_seconds": 5, "max_attempts": 1},
-        })
+        request = RequestConfig.model_validate(
+            {
+                "url": f"http://127.0.0.1:{server['port']}/slow",
+                "retry": {"timeout_seconds": 5, "max_attempts": 1},
+            }
+        )
         started = time.monotonic()
         with pytest.raises(ApiError) as err:
             fetch_to_parquet(request, {}, tmp_path / "out")
@@ -200,7 +226,11 @@ def test_request_deadline_cuts_a_trickling_server(tmp_path: Path, in_headers: bo
 
 
 def test_unreachable_destination_is_transient_and_retried_by_the_step(
-    pg: PgServer, people_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    people_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     probe = socket.create_server(("127.0.0.1", 0))
@@ -215,4 +245,6 @@ def test_unreachable_destination_is_transient_and_retried_by_the_step(
         # A refused connection can go away: the step policy retries it (3 retries), one request per attempt.
         assert step_attempts(result) == 4
         assert len(api.requests("/people")) == 4
-    assert "Connection refused" in failure_text(result) or "connection refused" in failure_text(result).lower()
+    assert (
+        "Connection refused" in failure_text(result) or "connection refused" in failure_text(result).lower()
+    )

@@ -64,7 +64,9 @@ def wait_for(what: str, probe: Callable[[], T | None], seconds: float, daemon_lo
             return value
         time.sleep(0.5)
     tail = daemon_log.read_text(errors="replace")[-3000:] if daemon_log.exists() else ""
-    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}\n--- daemon log tail ---\n{tail}")
+    raise AssertionError(
+        f"timed out after {seconds:.0f} s waiting for {what}\n--- daemon log tail ---\n{tail}"
+    )
 
 
 @pytest.fixture
@@ -123,10 +125,16 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
 
     def start_daemon() -> None:
         with open(log_path, "ab") as log:
-            daemons.append(subprocess.Popen(
-                [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
-                cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            daemons.append(
+                subprocess.Popen(
+                    [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+                    cwd=folder,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
 
     def kill_daemon(daemon: subprocess.Popen[bytes]) -> None:
         # The daemon, its code server and every run process it started share the daemon's session.
@@ -140,7 +148,11 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
     try:
         launched = subprocess.run(
             [str(BIN / "dagster"), "job", "launch", "-w", "workspace.yaml", "-j", "__ASSET_JOB"],
-            cwd=folder, env=env, capture_output=True, text=True, timeout=180,
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         assert launched.returncode == 0, launched.stderr[-2000:]
         with dg.DagsterInstance.get() as instance:
@@ -161,8 +173,12 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
                 return any("slow export started" in (e.message or "") for e in instance.all_logs(run.run_id))
 
             pid = wait_for("the run worker to start", worker_pid, 180, log_path)
-            wait_for("the step to run and hold its pool slot",
-                     lambda: step_running() and holds_slot(run.run_id), 180, log_path)
+            wait_for(
+                "the step to run and hold its pool slot",
+                lambda: step_running() and holds_slot(run.run_id),
+                180,
+                log_path,
+            )
 
             # A healthy run survives several monitoring polls (1 s each; 3 failed checks would fail it).
             time.sleep(6)
@@ -173,16 +189,24 @@ def test_killed_run_worker_fails_frees_its_slot_and_is_retried(
                 os.kill(pid, signal.SIGKILL)
             else:
                 kill_daemon(daemons[0])
-                wait_for("the worker and code server to die", lambda: dead(pid) and dead(code_server), 30, log_path)
+                wait_for(
+                    "the worker and code server to die", lambda: dead(pid) and dead(code_server), 30, log_path
+                )
                 assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED  # type: ignore[union-attr]
                 start_daemon()
 
             def status() -> dg.DagsterRunStatus:
                 return instance.get_run_by_id(run.run_id).status  # type: ignore[union-attr]
 
-            wait_for("the killed run to be marked FAILURE",
-                     lambda: status() == dg.DagsterRunStatus.FAILURE, 120, log_path)
-            wait_for("the killed run's pool slot to be freed", lambda: not holds_slot(run.run_id), 120, log_path)
+            wait_for(
+                "the killed run to be marked FAILURE",
+                lambda: status() == dg.DagsterRunStatus.FAILURE,
+                120,
+                log_path,
+            )
+            wait_for(
+                "the killed run's pool slot to be freed", lambda: not holds_slot(run.run_id), 120, log_path
+            )
 
             def retry_run() -> dg.DagsterRun | None:
                 runs = [r for r in instance.get_runs() if r.tags.get("dagster/parent_run_id") == run.run_id]
@@ -207,8 +231,13 @@ def test_deploy_instance_loads_the_monitored_launcher(
     home = tmp_path / "deploy_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.yaml").read_text())
-    for name, value in {"HOST": pg.host, "PORT": str(pg.port), "USER": pg.user, "PASSWORD": pg.password,
-                        "DB": pg_db}.items():
+    for name, value in {
+        "HOST": pg.host,
+        "PORT": str(pg.port),
+        "USER": pg.user,
+        "PASSWORD": pg.password,
+        "DB": pg_db,
+    }.items():
         monkeypatch.setenv(f"DAGSTER_PG_{name}", value)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     from adu_assets.automation.run_launcher import CodeServerRunLauncher

@@ -22,14 +22,22 @@ def error_chain(exc: BaseException) -> str:
 
 
 def test_schema_with_no_tables_is_a_load_error_and_fixing_it_needs_no_refresh(
-    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    pg_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pg.connect(pg_db) as conn:
         conn.execute("CREATE TABLE orders (id int)")
     defs_dir = tmp_path / "defs"
-    cfg = {"name": "shop", "connection": pg_connection_yaml(pg, pg_db), "schema": "Public",
-           "start_date": "2024-01-01"}
+    cfg = {
+        "name": "shop",
+        "connection": pg_connection_yaml(pg, pg_db),
+        "schema": "Public",
+        "start_date": "2024-01-01",
+    }
     path = write_component(defs_dir, "shop", "adu_assets.DatabaseExport", cfg)
     with pytest.raises(Exception) as err:
         load(defs_dir, monkeypatch)
@@ -44,12 +52,25 @@ def test_schema_with_no_tables_is_a_load_error_and_fixing_it_needs_no_refresh(
 
 
 def test_empty_tables_list_is_a_load_error(
-    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
+    pg: PgServer,
+    pg_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     defs_dir = tmp_path / "defs"
-    path = write_component(defs_dir, "shop", "adu_assets.DatabaseExport", {
-        "name": "shop", "connection": pg_connection_yaml(pg, pg_db), "start_date": "2024-01-01", "tables": []})
+    path = write_component(
+        defs_dir,
+        "shop",
+        "adu_assets.DatabaseExport",
+        {
+            "name": "shop",
+            "connection": pg_connection_yaml(pg, pg_db),
+            "start_date": "2024-01-01",
+            "tables": [],
+        },
+    )
     with pytest.raises(Exception) as err:
         load(defs_dir, monkeypatch)
     assert f"{path}: tables: DatabaseExport shop: the list is empty" in error_chain(err.value)

@@ -38,15 +38,26 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     ids=["negative-interval"],
 )
 def test_export_permanent_error_fails_once(
-    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, dagster_home: Path,
-    monkeypatch: pytest.MonkeyPatch, column: str, value: str, cause: str,
+    pg: PgServer,
+    pg_db: str,
+    pg_password_env: str,
+    tmp_path: Path,
+    dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    column: str,
+    value: str,
+    cause: str,
 ) -> None:
     with pg.connect(pg_db) as conn:
         conn.execute(f"CREATE TABLE odd (id int, {column})")
         conn.execute(f"INSERT INTO odd VALUES (1, {value})")
     defs_dir = tmp_path / "defs"
-    write_component(defs_dir, "src", "adu_assets.DatabaseExport", {
-        "name": "src", "connection": pg_connection_yaml(pg, pg_db), "start_date": "2024-01-01"})
+    write_component(
+        defs_dir,
+        "src",
+        "adu_assets.DatabaseExport",
+        {"name": "src", "connection": pg_connection_yaml(pg, pg_db), "start_date": "2024-01-01"},
+    )
     result = run_partition(load(defs_dir, monkeypatch), [dg.AssetKey(["src", "public", "odd"])], "2024-01-02")
     assert not result.success
     assert step_attempts(result) == 1  # was 4 (3 step retries, ~2 min with the real delays)
@@ -110,7 +121,13 @@ def test_transient_causes_are_retried(tmp_path: Path, pg: PgServer) -> None:
                 raise AssertionError("took a held lock")
             except psycopg.errors.LockNotAvailable as e:
                 locked = e
-    for exc in [conflict, refused, locked, ConnectionResetError(104, "Connection reset by peer"), TimeoutError()]:
+    for exc in [
+        conflict,
+        refused,
+        locked,
+        ConnectionResetError(104, "Connection reset by peer"),
+        TimeoutError(),
+    ]:
         assert is_transient(exc), exc
         out = step_error(exc, "upsert into t failed")
         assert not isinstance(out, dg.Failure) and "upsert into t failed" in str(out)

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures `orders` and `target` are imported from the upsert tests and used as arguments)
 """Issue 11 point 5: an upsert whose rows the database rejects is not a success. Past
 destination.max_error_rows / max_error_fraction (default: every row rejected) the run fails and names the
 error file or table; below it the rejected rows are kept and the run succeeds."""
@@ -28,7 +29,10 @@ def materialize(dest: dict[str, Any], data: pa.Table) -> dg.ExecuteInProcessResu
         return data
 
     return dg.materialize(
-        [feed], resources={"upsert": UpsertIOManager()}, instance=dg.DagsterInstance.get(), raise_on_error=False
+        [feed],
+        resources={"upsert": UpsertIOManager()},
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
     )
 
 
@@ -38,11 +42,16 @@ def failure(result: dg.ExecuteInProcessResult) -> Any:
 
 
 def test_postgres_every_row_rejected_fails_the_run_naming_the_error_file(
-    pg: PgServer, pg_db: str, orders: dict[str, Any], dagster_home: Path  # noqa: F811
+    pg: PgServer,
+    pg_db: str,
+    orders: dict[str, Any],
+    dagster_home: Path,
 ) -> None:
     before = pg_rows(pg, pg_db)
     n = 400
-    data = pa.table({"order_id": list(range(100, 100 + n)), "item": ["x"] * n, "qty": [-1] * n})  # CHECK (qty > 0)
+    data = pa.table(
+        {"order_id": list(range(100, 100 + n)), "item": ["x"] * n, "qty": [-1] * n}
+    )  # CHECK (qty > 0)
     result = materialize(orders, data)
     assert not result.success
     assert result.get_asset_materialization_events() == []
@@ -61,7 +70,10 @@ def test_postgres_every_row_rejected_fails_the_run_naming_the_error_file(
 
 
 def test_postgres_max_error_rows_names_the_error_table(
-    pg: PgServer, pg_db: str, orders: dict[str, Any], dagster_home: Path  # noqa: F811
+    pg: PgServer,
+    pg_db: str,
+    orders: dict[str, Any],
+    dagster_home: Path,
 ) -> None:
     dest = {**orders, "error_table": "orders_rejects", "max_error_rows": 1}
     data = pa.table({"order_id": [60, 61, 62, 63], "item": ["a", "b", "c", "d"], "qty": [1, -1, 1, -2]})
@@ -71,23 +83,30 @@ def test_postgres_max_error_rows_names_the_error_table(
     assert "2 of 4 rows rejected" in text and "more than destination.max_error_rows = 1 allow" in text
     assert "public.orders_rejects" in text and "2 accepted rows were committed" in text
     assert [r[0] for r in pg_rows(pg, pg_db, 'SELECT "ADU_KEY" FROM orders_rejects ORDER BY 1')] == [
-        "order_id=61", "order_id=63"]
+        "order_id=61",
+        "order_id=63",
+    ]
     # Within the limit the same kind of load is a success that reports its rejected rows.
-    ok = materialize({**dest, "max_error_rows": 2}, pa.table({"order_id": [70, 71, 72], "qty": [1, -1, -1],
-                                                               "item": ["a", "b", "c"]}))
+    ok = materialize(
+        {**dest, "max_error_rows": 2},
+        pa.table({"order_id": [70, 71, 72], "qty": [1, -1, -1], "item": ["a", "b", "c"]}),
+    )
     assert ok.success
     (mat,) = ok.get_asset_materialization_events()
     assert mat.materialization.metadata["errors"].value == 2  # type: ignore[union-attr]
 
 
 def test_postgres_partial_rejects_pass_by_default(
-    pg: PgServer, pg_db: str, orders: dict[str, Any], dagster_home: Path  # noqa: F811
+    pg: PgServer,
+    pg_db: str,
+    orders: dict[str, Any],
+    dagster_home: Path,
 ) -> None:
     result = materialize(orders, pa.table({"order_id": [80, 81], "item": ["a", "b"], "qty": [1, -1]}))
     assert result.success
 
 
-def test_duckdb_limits(target: dict[str, Any]) -> None:  # noqa: F811
+def test_duckdb_limits(target: dict[str, Any]) -> None:
     every = pa.table({"order_id": [10, 11], "item": [None, None]})  # item NOT NULL
     with pytest.raises(TooManyRejectedRows) as err:
         upsert(DestinationConfig.model_validate(target), every, run_id="r1")
@@ -107,11 +126,14 @@ def test_duckdb_limits(target: dict[str, Any]) -> None:  # noqa: F811
     )
     assert (result.inserted, result.errors) == (3, 1)
     with pytest.raises(TooManyRejectedRows, match=r"max_error_rows = 0"):
-        upsert(DestinationConfig.model_validate({**target, "max_error_rows": 0}),
-               pa.table({"order_id": [40], "item": [None]}), run_id="r4")
+        upsert(
+            DestinationConfig.model_validate({**target, "max_error_rows": 0}),
+            pa.table({"order_id": [40], "item": [None]}),
+            run_id="r4",
+        )
 
 
-def test_limit_fields_are_validated(target: dict[str, Any]) -> None:  # noqa: F811
+def test_limit_fields_are_validated(target: dict[str, Any]) -> None:
     with pytest.raises(ValidationError, match="max_error_fraction must be at most 1"):
         DestinationConfig.model_validate({**target, "max_error_fraction": 5})
     with pytest.raises(ValidationError, match="max_error_rows must be at least 0"):

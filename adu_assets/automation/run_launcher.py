@@ -85,7 +85,10 @@ class CodeServerRunLauncher(DefaultRunLauncher):
                 CanCancelExecutionResult,
             )
         except Exception as e:  # unreachable, refused, timed out: the server (and its workers) may be gone
-            return False, f"the code server at {where} that launched the run does not answer ({type(e).__name__})"
+            return (
+                False,
+                f"the code server at {where} that launched the run does not answer ({type(e).__name__})",
+            )
         if answer.can_cancel:
             return True, f"executing in the code server at {where}"
         return False, f"the code server at {where} is not executing this run"

@@ -96,3 +96,37 @@ def ensure_demo_sources(root: Path | None = None) -> Path:
     os.replace(tmp_shop, shop)
     os.replace(tmp_inv, inventory)
     return folder
+
+
+def demo_summary(root: Path, partition: str) -> str:
+    """What the demo left behind, in a few lines: each table landed for `partition` with its rows, where
+    the files and the warehouse are, and how to look at it all in the UI."""
+    parquet = root / "parquet"
+    found: list[tuple[str, int]] = []
+    con = new_duckdb()
+    try:
+        for folder in sorted(parquet.glob(f"**/adu_partition={partition}")):
+            files = sorted(folder.glob("*.parquet"))
+            if not files:
+                continue
+            listed = ", ".join(quote_literal(str(f)) for f in files)
+            row = con.execute(f"SELECT count(*) FROM read_parquet([{listed}])").fetchone()
+            found.append((folder.parent.relative_to(parquet).as_posix(), int(row[0]) if row else 0))
+    finally:
+        con.close()
+    from adu_assets.io_managers.landing import warehouse_path
+
+    width = max((len(name) for name, _ in found), default=0)
+    lines = [f"Demo for {partition}: {len(found)} tables, {sum(n for _, n in found):,} rows"]
+    lines += [f"  {name:<{width}}  {rows:>9,} rows" for name, rows in found]
+    lines.append(f"Parquet files:  {parquet}/<source>/<schema>/<table>/adu_partition={partition}/")
+    warehouse = warehouse_path(root)
+    if warehouse.exists():
+        lines.append(f'Warehouse:      {warehouse} (DuckDB; tables "<source>_<schema>"."<table>")')
+    # The UI shows these runs only with the same DAGSTER_HOME (scripts/demo sets one).
+    home = os.environ.get("DAGSTER_HOME")
+    prefix = f"DAGSTER_HOME={home} " if home else ""
+    lines.append(
+        f"Open the UI:    {prefix}dagster dev -m adu_assets.definitions   then http://127.0.0.1:3000"
+    )
+    return "\n".join(lines)

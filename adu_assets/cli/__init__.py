@@ -58,10 +58,15 @@ def _refresh_state(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from adu_assets.demo import ensure_demo_sources
+    from adu_assets.demo import demo_summary, ensure_demo_sources
+    from adu_assets.settings import data_root
 
     folder = ensure_demo_sources()
+    root = data_root()
+    log_path = root / "logs" / f"demo-{args.partition}.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"demo sources in {folder}")
+    print(f"materializing {args.select} for {args.partition} (full log: {log_path})", flush=True)
     cmd = [
         sys.executable,
         "-m",
@@ -75,8 +80,29 @@ def _demo(args: argparse.Namespace) -> int:
         "--partition",
         args.partition,
     ]
-    print("running:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, env=os.environ.copy())
+    # Dagster's own console output is ~100 lines ending in DEBUG events: it goes to the log file, and
+    # the terminal gets one line per finished step, then a summary of what landed where.
+    failed: list[str] = []
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            for event, mark in (("STEP_SUCCESS", "ok    "), ("STEP_FAILURE", "FAILED")):
+                if f" - {event} - " in line:
+                    step = line.split(f" - {event} - ")[0].rsplit(" - ", 1)[-1].strip().replace("__", "/")
+                    print(f"  {mark} {step}", flush=True)
+                    if event == "STEP_FAILURE":
+                        failed.append(step)
+        code = proc.wait()
+    if code != 0 or failed:
+        print(f"adu demo: {len(failed) or 'the'} step(s) failed; the reasons are in {log_path}", file=sys.stderr)
+        return code or 1
+    print()
+    print(demo_summary(root, args.partition))
+    return 0
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.

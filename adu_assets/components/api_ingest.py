@@ -174,23 +174,29 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
             retry_policy=network_retry_policy(),
         )
         def api_task(context: dg.AssetExecutionContext) -> Any:
+            from adu_assets.automation.retries import is_transient, step_error
             from adu_assets.io_managers.upsert.base import DestinationError
             from adu_assets.settings import OutsideFolderError
-            from adu_assets.sources.http import ApiHttpError, ApiResponseError
+            from adu_assets.sources.http import ApiError
             from adu_assets.sources.mapping import MappingError
 
             try:
                 return (yield from component.run_partition(context, specs))
-            except ApiHttpError as e:
-                # 5xx/429 were already retried with backoff inside the client; a 4xx will not get better.
-                raise dg.Failure(description=str(e), allow_retries=e.status >= 500) from None
-            except (ApiResponseError, MappingError, DestinationError, OutsideFolderError) as e:
+            except ApiError as e:
+                # HTTP is retried in one layer: the client already retried 429/5xx and dropped connections
+                # with backoff, so a step retry would only multiply the requests. 4xx, a repeating cursor,
+                # max_pages exceeded will not get better either.
                 raise dg.Failure(description=str(e), allow_retries=False) from None
-            except (dg.Failure, dg.RetryRequested):
+            except (MappingError, DestinationError, OutsideFolderError) as e:
+                raise dg.Failure(description=str(e), allow_retries=False) from None
+            except (dg.Failure, dg.DagsterError):
                 raise
             except Exception as e:
-                # Anything unforeseen (a library error quoting a request, a bug) is stored in the event log
-                # and served to the UI: only a redacted copy leaves the step, with its traceback as text.
+                # Only a transient cause is left for the step's RetryPolicy. Anything unforeseen (a library
+                # error quoting a request, a bug) is stored in the event log and served to the UI: only a
+                # redacted copy leaves the step, with its traceback as text.
+                if is_transient(e):
+                    raise step_error(e, component.name) from None
                 raise _redacted_failure(e, component.name) from None
 
         return api_task

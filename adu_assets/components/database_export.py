@@ -143,6 +143,18 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             configs = [TableConfig(name=t.name) for t in catalog]
         else:
             return dg.Definitions()
+        where = context.path / "defs.yaml" if context.path.is_dir() else context.path
+        if self.tables is not None and not configs:
+            raise ValueError(f"{where}: tables: DatabaseExport {self.name}: the list is empty; name at least "
+                             "one table, or remove `tables:` to export every table of the schema")
+        if not configs:
+            # Zero assets without a word looks like a working source; it is almost always a wrong `schema:`.
+            raise ValueError(
+                f"{where}: schema: DatabaseExport {self.name}: schema {self.schema!r} has no tables at "
+                f"{self.connection.describe()}, so no assets were built. Fix `schema:` (it is usually "
+                "'public' for PostgreSQL and 'main' for DuckDB/SQLite files; names are case-sensitive) or "
+                "list the tables under `tables:`, then run `adu refresh-state`"
+            )
         self.check_unique_keys(configs)
         by_name = {t.name: t for t in catalog or []}
         assets = [self.build_table_asset(cfg, by_name.get(cfg.name)) for cfg in configs]
@@ -179,6 +191,10 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     def _load_catalog(
         self, context: dg.ComponentLoadContext, state_path: Path | None
     ) -> list[TableInfo] | None:
+        if state_path is not None and self.tables is None and state_path.exists():
+            # A cache from before `schema:` was edited describes another schema: discover again.
+            if json.loads(state_path.read_text()).get("schema") != self.schema:
+                state_path = None
         if state_path is None and self.tables is None:
             # First load with nothing cached: discover now, so a new YAML file works without an extra step.
             try:

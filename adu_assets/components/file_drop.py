@@ -51,6 +51,21 @@ REASON_SUFFIX = ".reason.txt"
 ALL_DESTINATIONS: tuple[Destination, ...] = ("parquet", "duckdb")
 
 
+class CsvDialect(dg.Model):
+    """How CSV files are split. Each field left out is detected per file; a file that does not parse
+    cleanly under the resulting dialect (an unterminated quote, a row with too many or too few fields)
+    is quarantined whole, never landed in part."""
+
+    delimiter: str | None = Field(default=None, description='Field separator, e.g. "," ";" "\\t" "|"')
+    quote: str | None = Field(default=None, description='Quote character (default: ")')
+    escape: str | None = Field(default=None, description="Escape character inside quotes (default: the quote)")
+    header: bool | None = Field(
+        default=None,
+        description="Whether the first line names the columns. Default: detected, and a file without a "
+        "detectable header is quarantined (set false to accept such files as column0, column1, ...)",
+    )
+
+
 class FileDrop(dg.Component, dg.Resolvable, dg.Model):
     """Ingest CSV, JSON, NDJSON and Parquet files that appear in a folder, each exactly once."""
 
@@ -61,6 +76,9 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
     )
     format: FileFormat = Field(
         default="auto", description="auto (by extension) | csv | json | ndjson | parquet"
+    )
+    csv: CsvDialect | None = Field(
+        default=None, description="CSV dialect: delimiter, quote, escape, header (each detected if left out)"
     )
     destinations: list[Destination] = Field(default_factory=lambda: list(ALL_DESTINATIONS))
     quarantine_folder: str | None = Field(
@@ -268,14 +286,25 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
 
         error: str | None = None
         con = new_duckdb()
+        csv_options: dict[str, Any] | None = None
         try:
-            metadata = self._land(con, path, rel, fmt)
+            if fmt == "csv":
+                csv_options, error = csv_dialect(con, path, self.csv or CsvDialect(), self.name)
+            if error is None:
+                metadata = self._land(con, path, rel, fmt, csv_options)
         # What the file itself can cause: bad syntax or encoding, or values that do not fit the column
         # types (of the file, or of the warehouse table earlier files made). Other errors (disk, lock, our
-        # own SQL) fail the run but leave the file where it is, to be retried.
+        # own SQL) fail the run but leave the file where it is, to be retried. Landing is all or nothing
+        # (staged Parquet, one warehouse transaction), so nothing of a file that fails here has landed.
         except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
             error = f"DuckDB could not read it as {fmt}: {e}"
-        finally:
+        if error is not None and csv_options:
+            # Only now pay for a second pass over the file: which lines do not fit, and why.
+            try:
+                error = csv_bad_lines(con, path, csv_options, self.name) or error
+            finally:
+                con.close()
+        else:
             con.close()
         if error is not None:
             # Outside the except block, so the DuckDB traceback is not chained into the event log as well.
@@ -285,7 +314,14 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         )
         return dg.MaterializeResult(metadata={**metadata, "file": rel, "format": fmt})
 
-    def _land(self, con: "duckdb.DuckDBPyConnection", path: Path, rel: str, fmt: str) -> dict[str, Any]:
+    def _land(
+        self,
+        con: "duckdb.DuckDBPyConnection",
+        path: Path,
+        rel: str,
+        fmt: str,
+        csv_options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         from adu_assets.io_managers.landing import land
         from adu_assets.sources.catalog import TableInfo
         from adu_assets.sources.databases import TableStream
@@ -294,7 +330,7 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         key = self.asset_key()
         stream = TableStream(
             con=con,
-            sql=f"SELECT * FROM {reader_sql(path, fmt)}",
+            sql=f"SELECT * FROM {reader_sql(path, fmt, csv_options)}",
             table=TableInfo(schema=self.name, name=rel),
             source_label=f"file:{path}",
             # The Parquet folder is named after the partition; a "/" from a sub-folder would nest it.
@@ -367,11 +403,16 @@ def sql_literal(value: str) -> str:
     return quote_literal(value)
 
 
-def reader_sql(path: Path, fmt: str) -> str:
+def reader_sql(path: Path, fmt: str, csv_options: dict[str, Any] | None = None) -> str:
     p = sql_literal(str(path))
     if fmt == "csv":
-        # Sniff the dialect and types from the whole file's sample; a ragged row is an error, not a guess.
-        return f"read_csv({p}, auto_detect = true, strict_mode = true)"
+        # Types are sniffed; the dialect comes from csv_dialect(), which checked that the whole file parses
+        # under it. A ragged row is an error, not a guess.
+        options = "".join(
+            f", {k} = {sql_literal(v) if isinstance(v, str) else str(v).lower()}"
+            for k, v in (csv_options or {}).items()
+        )
+        return f"read_csv({p}, auto_detect = true, strict_mode = true{options})"
     if fmt == "json":
         return f"read_json({p}, format = 'auto')"
     if fmt == "ndjson":
@@ -379,6 +420,110 @@ def reader_sql(path: Path, fmt: str) -> str:
     if fmt == "parquet":
         return f"read_parquet({p})"
     raise ValueError(f"unknown file format {fmt!r}")
+
+
+# Separators tried when the sniffer settles on one that the header line does not even contain (it does
+# that for ragged files, which then land as one column holding whole lines).
+_COMMON_DELIMITERS = (",", ";", "\t", "|")
+_REJECTS_SHOWN = 5
+
+
+def csv_dialect(
+    con: "duckdb.DuckDBPyConnection", path: Path, declared: CsvDialect, component: str
+) -> tuple[dict[str, Any], str | None]:
+    """The dialect to read `path` with ({read_csv option: value}), or why the file must be quarantined
+    before it is read.
+
+    DuckDB's sniffer would rather guess than fail: a stray quote makes it read with no quoting at all
+    (the quote lands inside the value), ragged rows make it pick a separator that splits nothing, and a
+    header it cannot tell from data becomes column0, column1, ... in the shared warehouse table. So the
+    quote is '"' unless declared, the separator must occur in the header line, and a missing header is not
+    guessed. The file is then read strictly under the result, so a line that does not fit fails the read
+    (and `csv_bad_lines` says which).
+    """
+    import duckdb
+
+    p = sql_literal(str(path))
+    sniffed_delim, sniffed_quote, sniffed_escape, sniffed_header = ",", "", "", True
+    if declared.delimiter is None or declared.header is None:
+        try:
+            row = con.execute(f"SELECT Delimiter, Quote, Escape, HasHeader FROM sniff_csv({p})").fetchone()
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
+            return {}, f"DuckDB could not detect a CSV dialect: {str(e).splitlines()[0]}"
+        if row is not None:
+            sniffed_delim, sniffed_quote, sniffed_escape, sniffed_header = row
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    try:
+        head = first.decode("utf-8-sig").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return {}, "the first line is not UTF-8 text"
+    delim = declared.delimiter
+    if delim is None:
+        delim = sniffed_delim
+        if delim not in head:
+            counts = {d: head.count(d) for d in _COMMON_DELIMITERS}
+            best = max(counts, key=lambda d: counts[d])
+            delim = best if counts[best] else delim
+    quote = declared.quote or (sniffed_quote if sniffed_quote not in ("", "(empty)") else '"')
+    escape = declared.escape or (sniffed_escape if sniffed_escape not in ("", "(empty)") else quote)
+    header = declared.header
+    if header is None:
+        if not sniffed_header:
+            return {}, (
+                "no header line was detected (the first line looks like data); add a header line, or set "
+                f"csv.header: false in {component}'s YAML to accept such files with columns column0, column1, ..."
+            )
+        header = True
+    return {"delim": delim, "quote": quote, "escape": escape, "header": header}, None
+
+
+def csv_bad_lines(
+    con: "duckdb.DuckDBPyConnection", path: Path, options: dict[str, Any], component: str
+) -> str | None:
+    """Why `path` does not parse under `options`, line by line, or None when every line does.
+
+    One pass over the whole file with every column as text and the column count taken from the first
+    line, so each line that does not fit is named: an unterminated quote, too many or too few fields.
+    """
+    import csv as pycsv
+
+    import duckdb
+
+    delim, quote, escape, header = options["delim"], options["quote"], options["escape"], options["header"]
+    with open(path, "rb") as f:
+        head = f.readline(1 << 20).decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    width = max(1, len(next(pycsv.reader([head], delimiter=delim[0], quotechar=quote[0]), [])))
+    columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(width)) + "}"
+    check = (
+        f"read_csv({sql_literal(str(path))}, auto_detect = false, columns = {columns}, "
+        f"delim = {sql_literal(delim)}, quote = {sql_literal(quote)}, escape = {sql_literal(escape)}, "
+        f"header = false, skip = {1 if header else 0}, strict_mode = true, store_rejects = true, "
+        "rejects_table = 'adu_csv_rejects', rejects_scan = 'adu_csv_scans', rejects_limit = 10000)"
+    )
+    shown = f"delimiter {delim!r}, quote {quote!r}, {width} columns"
+    try:
+        con.execute(f"SELECT count(*) FROM {check}").fetchall()  # fetchall: rejects are stored at the end
+        # One reason per line: DuckDB reports a row with two extra fields twice ("Found: 5", "Found: 6"),
+        # and the real count is the last; an unterminated quote explains everything after it.
+        problems = con.execute(
+            "SELECT line, rtrim(arg_max(error_message, CASE error_type WHEN 'UNQUOTED VALUE' THEN 1000000000 "
+            "ELSE coalesce(column_idx, 0) END), '.'), count(*) OVER () FROM adu_csv_rejects "
+            "GROUP BY line ORDER BY line LIMIT ?",
+            [_REJECTS_SHOWN],
+        ).fetchall()
+    except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
+        return f"it does not parse as CSV ({shown}): {str(e).splitlines()[0]}"
+    finally:
+        con.execute("DROP TABLE IF EXISTS adu_csv_rejects")
+        con.execute("DROP TABLE IF EXISTS adu_csv_scans")
+    if not problems:
+        return None
+    lines = "; ".join(f"line {line}: {message}" for line, message, _ in problems)
+    return (
+        f"it does not parse cleanly as CSV ({shown}): {problems[0][2]} bad line(s), {lines}. Nothing of it "
+        f"was landed. Fix the file and drop it again, or declare the dialect under csv: in {component}'s YAML"
+    )
 
 
 def load_file_into_warehouse(

@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from adu_assets.automation.retries import step_error
 from adu_assets.io_managers.landing import (
     PARTITION_COLUMN,
     land,
@@ -15,7 +16,6 @@ from adu_assets.io_managers.landing import (
     warehouse_path,
     warehouse_table,
 )
-from adu_assets.secrets import scrub_exception
 from adu_assets.settings import data_root
 from adu_assets.sources.catalog import quote_ident
 from adu_assets.sources.databases import TableStream
@@ -39,8 +39,9 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         try:
             metadata = land(obj, destinations, self.root(), key)
         except Exception as e:
-            # Re-raised without its cause, so an unscrubbed driver message never reaches the event log.
-            raise scrub_exception(e, f"export of {key.to_user_string()} failed") from None
+            # Re-raised scrubbed and without its cause, so an unscrubbed driver message never reaches the
+            # event log; a permanent cause (a value out of range, a negative interval) fails without retries.
+            raise step_error(e, f"export of {key.to_user_string()} failed") from None
         finally:
             obj.close()
         context.add_output_metadata(metadata)

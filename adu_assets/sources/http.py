@@ -226,7 +226,11 @@ class RetryConfig(dg.Model):
     retry_after_max_seconds: float = Field(
         default=120.0, description="Cap on a server's Retry-After, so one header cannot stall a run"
     )
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = Field(
+        default=30.0,
+        description="Total time one request may take, connect, headers and body included (a deadline, "
+        "not a per-read timeout: a server that trickles bytes is cut off too)",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> RetryConfig:
@@ -606,6 +610,86 @@ def _credential_names(secret_params: set[str], auth: _Auth | None) -> set[str]:
     return secret_params
 
 
+def _request_within(
+    client: httpx.Client,
+    method: str,
+    url: httpx.URL,
+    *,
+    headers: dict[str, str],
+    json_body: dict[str, Any] | None,
+    data: dict[str, str] | None,
+    seconds: float,
+) -> httpx.Response:
+    """One request, body included, within `seconds` in total (`retry.timeout_seconds`).
+
+    httpx's timeouts are per read: a server that trickles a byte every 2 s never trips a 5 s read timeout
+    and holds the request as long as it likes. A timer shuts the connection's socket down at the deadline
+    (that wakes a read blocked in the kernel, where closing it would not) and the request fails as a
+    timeout, which the retry loop treats like any other.
+    """
+    import socket
+
+    import httpx
+
+    lock = threading.Lock()
+    state: dict[str, Any] = {"done": False, "expired": False, "socks": []}
+
+    def trace(event: str, info: dict[str, Any]) -> None:
+        # A new connection's socket, so the deadline also covers a server that trickles its headers.
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                with lock:
+                    state["socks"].append(sock)
+
+    def cut() -> None:
+        with lock:
+            if state["done"]:
+                return
+            state["expired"] = True
+            for sock in state["socks"]:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    request = client.build_request(
+        method, url, headers=headers, json=json_body, data=data,
+        timeout=httpx.Timeout(seconds), extensions={"trace": trace},
+    )
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    resp: httpx.Response | None = None
+    try:
+        resp = client.send(request, stream=True)
+        stream = resp.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with lock:
+            if sock is not None:
+                state["socks"].append(sock)
+            if state["expired"] and sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        resp.read()
+    except httpx.TransportError:
+        if state["expired"]:
+            raise httpx.ReadTimeout(
+                f"no complete response within retry.timeout_seconds = {seconds:g} s", request=request
+            ) from None
+        raise
+    finally:
+        with lock:
+            state["done"] = True
+        timer.cancel()
+        if resp is not None:
+            resp.close()
+    return resp
+
+
 def _send_with_retries(
     client: httpx.Client,
     method: str,
@@ -632,7 +716,10 @@ def _send_with_retries(
         shown = safe_url(str(send_url), secret_params)
         stats.add(requests=1)
         try:
-            resp = client.request(method, send_url, headers=send_headers, json=json_body, data=data)
+            resp = _request_within(
+                client, method, send_url, headers=send_headers, json_body=json_body, data=data,
+                seconds=retry.timeout_seconds,
+            )
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError) as exc:
             raise ApiError(f"{what}: {method} {shown} cannot be sent: {type(exc).__name__}: {exc}") from None
         except httpx.TransportError as exc:

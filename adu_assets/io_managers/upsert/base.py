@@ -39,19 +39,21 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
-from adu_assets.model_bounds import require_at_least
+from adu_assets.model_bounds import require_at_least, require_at_most
 from adu_assets.secrets import redact
 from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
+
+if TYPE_CHECKING:
+    import polars as pl
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
 
@@ -63,6 +65,40 @@ ERROR_COLUMNS = ("ADU_RUN_ID", "ADU_REJECTED_AT", "ADU_TABLE", "ADU_KEY", "ADU_R
 
 class DestinationError(ValueError):
     """A destination that cannot take this data (missing table or column, no unique key). Raised before any write."""
+
+
+class TooManyRejectedRows(RuntimeError):
+    """More rows were rejected than destination.max_error_rows / max_error_fraction allow (by default: all
+    of them). Raised after the commit: the accepted rows stay, the rejected ones are in the error file or
+    table that the message names, so the run fails instead of reporting a success that is not one."""
+
+    def __init__(self, message: str, result: UpsertResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def rejected_rows_limit_error(dest: DestinationConfig, result: UpsertResult) -> str | None:
+    """Why `result` is past the destination's limit on rejected rows, or None when it is within it."""
+    if result.errors == 0:
+        return None
+    considered = result.rows_in - result.duplicates
+    limits: list[str] = []
+    if dest.max_error_rows is not None and result.errors > dest.max_error_rows:
+        limits.append(f"destination.max_error_rows = {dest.max_error_rows}")
+    if dest.max_error_fraction is not None and result.errors > dest.max_error_fraction * considered:
+        limits.append(f"destination.max_error_fraction = {dest.max_error_fraction:g}")
+    if limits:
+        why = f"more than {' and '.join(limits)} allow"
+    elif dest.max_error_rows is None and dest.max_error_fraction is None and result.errors >= considered:
+        why = "every row was rejected (destination.max_error_rows / max_error_fraction set another limit)"
+    else:
+        return None
+    share = result.errors / considered if considered else 1.0
+    return (
+        f"upsert into {result.table}: {result.errors} of {considered} rows rejected ({share:.1%}), {why}. "
+        f"The rejected rows and their reasons are in {result.error_location}; "
+        f"{result.inserted + result.updated} accepted rows were committed"
+    )
 
 
 class SkipWhen(dg.Model):
@@ -86,10 +122,22 @@ class DestinationConfig(dg.Model):
         default=None,
         description="Keep rejected rows in this table (created if missing) instead of a Parquet file",
     )
+    max_error_rows: int | None = Field(
+        default=None,
+        description="Fail the run when more rows than this are rejected (0: any rejected row fails it). "
+        "Default: fail only when every row is rejected",
+    )
+    max_error_fraction: float | None = Field(
+        default=None,
+        description="Fail the run when more than this share of the rows is rejected (0.01 = 1 %). "
+        "Default: fail only when every row is rejected",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DestinationConfig:
-        require_at_least(self, "destination", batch_size=1)
+        require_at_least(self, "destination", batch_size=1, max_error_rows=0, max_error_fraction=0)
+        # A share of the rows, not a percentage: 0.01 is 1 %.
+        require_at_most(self, "destination", max_error_fraction=1)
         if self.connection.kind not in ("oracle", "postgres", "duckdb"):
             raise ValueError(
                 f"destination.connection.kind {self.connection.kind!r} cannot be upserted into: "
@@ -310,6 +358,8 @@ class Rejects:
 
 def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
     """Vectorized checks before staging. Returns the rejects and a mask of rows superseded by a later duplicate."""
+    import polars as pl  # heavy: imported when a batch is checked, not when the code location loads
+
     df = pl.from_arrow(batch)
     assert isinstance(df, pl.DataFrame)
     rejects = Rejects()
@@ -689,6 +739,9 @@ def run_upsert(
         result.rows_per_second,
         f"; rejected rows in {result.error_location}" if result.errors else "",
     )
+    too_many = rejected_rows_limit_error(dest, result)
+    if too_many:
+        raise TooManyRejectedRows(too_many, result)
     return result
 
 

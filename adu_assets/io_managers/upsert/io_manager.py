@@ -19,8 +19,14 @@ from typing import Any
 import dagster as dg
 import pyarrow as pa
 
-from adu_assets.io_managers.upsert.base import DestinationConfig, DestinationError, UpsertResult, upsert
-from adu_assets.secrets import scrub_exception
+from adu_assets.automation.retries import step_error
+from adu_assets.io_managers.upsert.base import (
+    DestinationConfig,
+    DestinationError,
+    TooManyRejectedRows,
+    UpsertResult,
+    upsert,
+)
 
 DESTINATION_METADATA_KEY = "adu/destination"
 
@@ -94,11 +100,18 @@ def upsert_output(context: dg.OutputContext, obj: Any, dest: DestinationConfig) 
     data = to_arrow(obj, asset)
     try:
         result = upsert(dest, data, run_id=context.run_id, log=context.log)
-    except (DestinationError, TypeError):
-        raise
+    except TooManyRejectedRows as e:
+        # Not a success: the run fails, naming the error file or table, with the counts as metadata.
+        raise dg.Failure(
+            description=str(e), metadata=result_metadata(e.result, data.schema), allow_retries=False
+        ) from None
+    except (DestinationError, TypeError) as e:
+        # The YAML or the data does not fit the table: the same rows would fail again.
+        raise dg.Failure(description=str(e), allow_retries=False) from None
     except Exception as e:
-        # A driver error can carry connection details; only a scrubbed copy leaves this step.
-        raise scrub_exception(e, f"{asset}: upsert into {dest.table} failed") from None
+        # A driver error can carry connection details; only a scrubbed copy leaves this step. Only a
+        # transient cause (lost connection, lock conflict) is left for the step's RetryPolicy.
+        raise step_error(e, f"{asset}: upsert into {dest.table} failed") from None
     context.add_output_metadata(result_metadata(result, data.schema))
 
 

@@ -30,12 +30,14 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
     return failure.event_specific_data.error.to_string()  # type: ignore[union-attr]
 
 
+# A negative interval used to be the example here; it now lands exactly as text (issue 10), so the
+# permanent error is a YAML `cast:` that the values do not fit.
 @pytest.mark.parametrize(
     "column, value, cause",
     [
-        ("span interval", "interval '-3 days 2 hours'", "negative intervals"),
+        ("big bigint", "10000000000", "out of range"),
     ],
-    ids=["negative-interval"],
+    ids=["cast-out-of-range"],
 )
 def test_export_permanent_error_fails_once(
     pg: PgServer,
@@ -56,7 +58,12 @@ def test_export_permanent_error_fails_once(
         defs_dir,
         "src",
         "adu_assets.DatabaseExport",
-        {"name": "src", "connection": pg_connection_yaml(pg, pg_db), "start_date": "2024-01-01"},
+        {
+            "name": "src",
+            "connection": pg_connection_yaml(pg, pg_db),
+            "start_date": "2024-01-01",
+            "tables": [{"name": "odd", "cast": {column.split()[0]: "integer"}}],
+        },
     )
     result = run_partition(load(defs_dir, monkeypatch), [dg.AssetKey(["src", "public", "odd"])], "2024-01-02")
     assert not result.success

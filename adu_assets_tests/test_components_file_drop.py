@@ -169,7 +169,7 @@ def test_wrong_extension_and_bad_parquet_are_quarantined(env: tuple[Path, Path, 
 def test_yaml_errors_are_clear() -> None:
     with pytest.raises(ValueError, match="max_files_per_tick must be 1 or more"):
         FileDrop.model_validate({"name": "x", "folder": "/tmp", "max_files_per_tick": 0})
-    with pytest.raises(ValueError, match="must be letters, digits and underscores"):
+    with pytest.raises(ValueError, match="must be ASCII letters, digits and underscores"):
         FileDrop.model_validate({"name": "has space", "folder": "/tmp"})
 
 

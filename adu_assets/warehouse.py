@@ -1,28 +1,49 @@
 """The landing store: the one owner of the data folder and the warehouse catalog.
 
-IO managers, checks, sensors, FileDrop and the CLI get paths and warehouse connections from a
-`LandingStore` (Dagster resource key `adu_store`), never from the environment on their own.
+The warehouse is a DuckLake: the Parquet files under `<data folder>/parquet/` are its data, and a SQL
+catalog (an embedded SQLite file by default, PostgreSQL for several hosts) records which files make up
+each table at each snapshot. IO managers, checks, sensors, FileDrop and the CLI get paths and warehouse
+connections from a `LandingStore` (Dagster resource key `adu_store`), never from the environment on their own.
 
-Public read paths: `adu_assets.warehouse.connect()` (a DuckDB connection with the warehouse attached
-and selected) and `adu sql "SELECT ..."`.
+Public read paths:
+  `adu_assets.warehouse.connect()`    a DuckDB connection with the warehouse attached as `warehouse` and
+                                       selected, tables `"<name>_<schema>"."<table>"` with an `adu_partition` column
+  `adu sql "SELECT ..."`               the same from a shell
+Both read a snapshot: readers never block writers, and writers never block readers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import dagster as dg
 from pydantic import Field
 
+from adu_assets.sources.catalog import quote_ident, quote_literal
+
 if TYPE_CHECKING:
+    import duckdb
     import polars as pl
+
+T = TypeVar("T")
 
 STORE_RESOURCE_KEY = "adu_store"
 DATA_DIR_ENV = "ADU_DATA_DIR"
 CATALOG_ENV = "ADU_WAREHOUSE_CATALOG"
+# The name the warehouse is attached under in connections handed to users (`warehouse.connect()`, `adu sql`).
+READ_ALIAS = "warehouse"
+SQLITE_CATALOG_FILE = "warehouse.sqlite"
+
+
+class WarehouseConfigError(ValueError):
+    """The warehouse catalog setting is wrong; the message names the setting and the fix."""
 
 
 def default_data_dir() -> Path:
@@ -34,7 +55,36 @@ def default_data_dir() -> Path:
     return Path.cwd() / ".adu_data"
 
 
-class LandingStore(dg.ConfigurableResource):
+def postgres_catalog_dsn(url: str) -> str:
+    """libpq keywords for `postgresql://user@host:port/database`; a password in the URL is refused.
+
+    The password comes from the environment only (PGPASSWORD, or a ~/.pgpass file), which libpq reads
+    itself: it never appears in the ATTACH string, in metadata or in logs.
+    """
+    parts = urlsplit(url)
+    if parts.password is not None:
+        raise WarehouseConfigError(
+            f"{CATALOG_ENV} must not contain a password; remove it from the URL and set PGPASSWORD "
+            "(or a ~/.pgpass entry) in the environment of every Dagster process instead"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if not parts.hostname or not database:
+        raise WarehouseConfigError(
+            f"{CATALOG_ENV} must look like postgresql://user@host:port/database (host and database are required)"
+        )
+    words = {"host": parts.hostname, "port": str(parts.port or 5432), "dbname": database}
+    if parts.username:
+        words["user"] = unquote(parts.username)
+    return " ".join(f"{k}={_libpq_value(v)}" for k, v in words.items())
+
+
+def _libpq_value(value: str) -> str:
+    if re.fullmatch(r"[A-Za-z0-9_.\-/]+", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Owns ADU_DATA_DIR (Parquet tree, check baselines, reports) and the warehouse catalog."""
 
     data_dir: str | None = Field(
@@ -42,12 +92,22 @@ class LandingStore(dg.ConfigurableResource):
     )
     catalog: str | None = Field(
         default=None,
-        description="Warehouse catalog: default an embedded SQLite catalog under the data folder; "
-        "postgresql://user@host:port/database for several hosts (password from PGPASSWORD)",
+        description="Warehouse catalog: default ADU_WAREHOUSE_CATALOG, else an embedded SQLite catalog "
+        "(<data folder>/warehouse.sqlite); postgresql://user@host:port/database for several hosts "
+        "(password from PGPASSWORD, never in the URL)",
+    )
+    retention_days: float = Field(
+        default=0,
+        description="Keep superseded Parquet files (and snapshots for time travel) this many days; 0 removes "
+        "them right after each commit, so the Parquet tree holds exactly the warehouse's rows",
     )
 
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else default_data_dir()
+
+    def parquet_root(self) -> Path:
+        """The warehouse's data path: `<root>/parquet/<key parts>/adu_partition=<day>/<unique>.parquet`."""
+        return self.root() / "parquet"
 
     def checks_dir(self) -> Path:
         """Where schema baselines of the inferred schema check live."""
@@ -57,13 +117,96 @@ class LandingStore(dg.ConfigurableResource):
         """Where drift and profile HTML reports are written."""
         return self.root() / "reports"
 
-    def landed_frame(
-        self, key: dg.AssetKey, destinations: Sequence[str], partitions: list[str]
-    ) -> pl.LazyFrame:
-        """The landed rows of `partitions` (all when empty) as a polars LazyFrame."""
-        from adu_assets.io_managers.tables import landed_frame
+    def writers_dir(self) -> Path:
+        """Lock files of running writers; the orphan sweep keeps the files of a writer that still holds one."""
+        return self.root() / ".adu" / "writers"
 
-        frame: pl.LazyFrame = landed_frame(self.root(), key, destinations, partitions)
+    # --- catalog ----------------------------------------------------------------------------------
+
+    def catalog_setting(self) -> str:
+        return self.catalog or os.environ.get(CATALOG_ENV) or ""
+
+    def is_postgres_catalog(self) -> bool:
+        return self.catalog_setting().startswith(("postgresql://", "postgres://"))
+
+    def catalog_label(self) -> str:
+        """Where the catalog lives, for messages and metadata (never a password)."""
+        setting = self.catalog_setting()
+        if self.is_postgres_catalog():
+            parts = urlsplit(setting)
+            return f"postgresql://{parts.hostname}:{parts.port or 5432}{parts.path}"
+        return str(self._sqlite_path())
+
+    def _sqlite_path(self) -> Path:
+        setting = self.catalog_setting()
+        if setting.startswith("sqlite:"):
+            setting = setting[len("sqlite:") :]
+        return Path(setting) if setting else self.root() / SQLITE_CATALOG_FILE
+
+    def attach(self, con: duckdb.DuckDBPyConnection, alias: str, *, read_only: bool = False) -> None:
+        """Attach the warehouse to `con` as `alias`; the catalog is created on first use."""
+        from adu_assets.sources.databases import load_extension
+
+        load_extension(con, "ducklake")
+        if self.is_postgres_catalog():
+            load_extension(con, "postgres")
+            target = "ducklake:postgres:" + postgres_catalog_dsn(self.catalog_setting())
+        else:
+            load_extension(con, "sqlite")
+            path = self._sqlite_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = f"ducklake:sqlite:{path}"
+        data_path = str(self.parquet_root()) + "/"
+        self.parquet_root().mkdir(parents=True, exist_ok=True)
+        options = [f"DATA_PATH {quote_literal(data_path)}"]
+        if read_only:
+            options.append("READ_ONLY")
+        try:
+            con.execute(f"ATTACH {quote_literal(target)} AS {quote_ident(alias)} ({', '.join(options)})")
+        except Exception as e:
+            from adu_assets.secrets import redact
+
+            message = redact(str(e))
+            if "does not match existing data path" in message:
+                raise WarehouseConfigError(
+                    f"the warehouse catalog {self.catalog_label()} belongs to another data folder: {message.splitlines()[0]} "
+                    f"Point {DATA_DIR_ENV} at that folder (mounted at the same path on every host)"
+                ) from None
+            raise WarehouseConfigError(
+                f"cannot open the warehouse catalog {self.catalog_label()}: {message}"
+            ) from None
+        if not read_only:
+            _ensure_catalog_options(con, alias)
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the warehouse attached as `warehouse` and selected."""
+        from adu_assets.sources.databases import new_duckdb
+
+        con = new_duckdb()
+        try:
+            if read_only and not self.is_postgres_catalog() and not self._sqlite_path().exists():
+                # A read-only attach cannot create the catalog; an empty warehouse is a valid one to read.
+                self.attach(con, READ_ALIAS)
+                con.execute(f"DETACH {quote_ident(READ_ALIAS)}")
+            self.attach(con, READ_ALIAS, read_only=read_only)
+            con.execute(f"USE {quote_ident(READ_ALIAS)}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def landed_frame(
+        self, key: dg.AssetKey, destinations: Sequence[str] = (), partitions: list[str] | None = None
+    ) -> pl.LazyFrame:
+        """The landed rows of `partitions` (all when empty), from one warehouse snapshot, as a polars LazyFrame.
+
+        Every destination list lands in the warehouse, so `destinations` does not change where rows are read.
+        """
+        from adu_assets.io_managers.tables import read_landed
+
+        frame: pl.LazyFrame = read_landed(self, key, partitions or [])
         return frame
 
     def previous_landed_frame(
@@ -74,16 +217,80 @@ class LandingStore(dg.ConfigurableResource):
         partition: str,
     ) -> Any:
         """The latest landed partition before `partition` (drift's reference), or None."""
-        from adu_assets.io_managers.tables import previous_landed_frame
+        from adu_assets.io_managers.tables import read_previous_landed
 
-        return previous_landed_frame(self.root(), key, destinations, partitions_def, partition)
+        return read_previous_landed(self, key, partitions_def, partition)
+
+    def sweep_orphans(self) -> int:
+        """Delete Parquet files left by crashed writers (never registered, writer gone); returns how many.
+
+        Each write sweeps its own table first, so this is only needed to reclaim space of tables no longer
+        written. Files of writers still running are kept.
+        """
+        from adu_assets.io_managers.landing import sweep_all_orphans
+
+        return sweep_all_orphans(self)
 
 
-def connect(store: LandingStore | None = None) -> Any:
+# Messages of a commit that lost a race with another writer. Only these are retried: any other error
+# (a type clash, a full disk, a refused password) would fail the same way again.
+_CONFLICT_MARKERS = (
+    "database is locked",
+    "database table is locked",
+    "conflict",
+    "failed to query most recent snapshot",
+    "could not serialize access",
+    "deadlock detected",
+    "duplicate key value violates unique constraint",
+)
+COMMIT_ATTEMPTS = 12
+
+
+def is_commit_conflict(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(marker in text for marker in _CONFLICT_MARKERS)
+
+
+def retry_commit(
+    con: duckdb.DuckDBPyConnection, work: Callable[[], T], *, attempts: int = COMMIT_ATTEMPTS
+) -> T:
+    """Run `work` (a whole BEGIN ... COMMIT) and redo all of it when the commit loses a race.
+
+    After a failed COMMIT DuckDB has no transaction left, so the retry starts from BEGIN again; the
+    wait grows with each attempt and is jittered so that racing writers spread out. Bounded: the last
+    conflict is raised as it is.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except Exception as e:
+            _rollback_quietly(con)
+            if attempt == attempts or not is_commit_conflict(e):
+                raise
+            time.sleep(min(2.0, 0.02 * 1.6**attempt) * random.uniform(0.5, 1.5))
+    raise AssertionError("unreachable")
+
+
+def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except Exception:  # no transaction left (a failed COMMIT ends it): nothing to undo
+        pass
+
+
+def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:
+    # DuckLake keeps deletes of small files inside the catalog ("inlined") instead of retiring the file,
+    # and then never deletes that file: the Parquet tree would keep rows the warehouse no longer has.
+    # With inlining off, replacing a partition always retires its files whole.
+    row = con.execute(
+        "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_inlining_row_limit'", [alias]
+    ).fetchone()
+    if row is None or str(row[0]) != "0":
+        retry_commit(
+            con, lambda: con.execute("CALL ducklake_set_option(?, 'data_inlining_row_limit', 0)", [alias])
+        )
+
+
+def connect(store: LandingStore | None = None, *, read_only: bool = True) -> Any:
     """A DuckDB connection with the warehouse attached and selected (tables `"<name>_<schema>"."<table>"`)."""
-    import duckdb
-
-    from adu_assets.io_managers.landing import warehouse_path
-
-    store = store or LandingStore()
-    return duckdb.connect(str(warehouse_path(store.root())), read_only=True)
+    return (store or LandingStore()).connect(read_only=read_only)

@@ -137,10 +137,18 @@ class Writer:
 
     def __enter__(self) -> Writer:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd = fd
-        return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # A sweep may have found the new file unlocked and removed it before our flock: then the lock we
+            # hold is on a file nobody else can see, so take it again under the path.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self._fd = fd
+                    return self
+            except FileNotFoundError:
+                pass
+            os.close(fd)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -185,7 +193,19 @@ def sweep_table_orphans(
     con: duckdb.DuckDBPyConnection, store: LandingStore, key: dg.AssetKey, *, alias: str = WRITE_ALIAS
 ) -> int:
     """Delete this table's files of crashed writers; files of running writers and registered files stay."""
-    return _sweep_dir(con, store, table_dir(store.root(), key), alias)
+    removed = _sweep_dir(con, store, table_dir(store.root(), key), alias)
+    _remove_stale_locks(store)
+    return removed
+
+
+def _remove_stale_locks(store: LandingStore) -> None:
+    """Lock and probe files of crashed writers (a writer killed before it wrote a data file leaves only these)."""
+    folder = store.writers_dir()
+    for path in folder.glob("*.probe.parquet"):
+        if not writer_alive(store, path.name.split(".", 1)[0]):
+            path.unlink(missing_ok=True)
+    for path in folder.glob("*.lock"):
+        writer_alive(store, path.stem)  # unlinks the lock when its writer is gone
 
 
 def _sweep_dir(con: duckdb.DuckDBPyConnection, store: LandingStore, folder: Path, alias: str) -> int:
@@ -219,7 +239,9 @@ def sweep_all_orphans(store: LandingStore) -> int:
     con = new_duckdb()
     try:
         store.attach(con, WRITE_ALIAS)
-        return sum(_sweep_dir(con, store, f, WRITE_ALIAS) for f in sorted(folders))
+        removed = sum(_sweep_dir(con, store, f, WRITE_ALIAS) for f in sorted(folders))
+        _remove_stale_locks(store)
+        return removed
     finally:
         con.close()
 

@@ -14,11 +14,14 @@ Both read a snapshot: readers never block writers, and writers never block reade
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 STORE_RESOURCE_KEY = "adu_store"
 DATA_DIR_ENV = "ADU_DATA_DIR"
@@ -121,6 +125,23 @@ class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         """Lock files of running writers; the orphan sweep keeps the files of a writer that still holds one."""
         return self.root() / ".adu" / "writers"
 
+    @contextmanager
+    def commit_lock(self) -> Iterator[None]:
+        """Held around each commit to an SQLite catalog: local writers take turns for the few milliseconds a
+        commit lasts, instead of failing with "database is locked" and retrying (measured: 4 writers reached
+        10 retries without it). Readers never take it. A PostgreSQL catalog orders commits itself."""
+        if self.is_postgres_catalog():
+            yield
+            return
+        path = self.root() / ".adu" / "commit.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     # --- catalog ----------------------------------------------------------------------------------
 
     def catalog_setting(self) -> str:
@@ -154,27 +175,44 @@ class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         else:
             load_extension(con, "sqlite")
             path = self._sqlite_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
             target = f"ducklake:sqlite:{path}"
         data_path = str(self.parquet_root()) + "/"
         self.parquet_root().mkdir(parents=True, exist_ok=True)
         options = [f"DATA_PATH {quote_literal(data_path)}"]
         if read_only:
             options.append("READ_ONLY")
-        try:
-            con.execute(f"ATTACH {quote_literal(target)} AS {quote_ident(alias)} ({', '.join(options)})")
-        except Exception as e:
-            from adu_assets.secrets import redact
+        sql = f"ATTACH {quote_literal(target)} AS {quote_ident(alias)} ({', '.join(options)})"
+        if not self.is_postgres_catalog() and not read_only and not self._sqlite_path().exists():
+            # The first writers would race to create DuckLake's tables; one creates them, the others wait.
+            with self.commit_lock():
+                if not self._sqlite_path().exists():
+                    _create_sqlite_catalog(self._sqlite_path())
+                self._attach_sql(con, sql, alias, read_only)
+            return
+        self._attach_sql(con, sql, alias, read_only)
 
-            message = redact(str(e))
-            if "does not match existing data path" in message:
+    def _attach_sql(self, con: duckdb.DuckDBPyConnection, sql: str, alias: str, read_only: bool) -> None:
+        for attempt in range(1, 6):
+            try:
+                con.execute(sql)
+                break
+            except Exception as e:
+                from adu_assets.secrets import redact
+
+                message = redact(str(e))
+                # Two hosts creating a new PostgreSQL catalog at once: the loser sees the winner's tables.
+                if attempt < 5 and (is_commit_conflict(e) or "already exists" in message):
+                    time.sleep(0.2 * attempt * random.uniform(0.5, 1.5))
+                    continue
+                if "does not match existing data path" in message:
+                    raise WarehouseConfigError(
+                        f"the warehouse catalog {self.catalog_label()} belongs to another data folder: "
+                        f"{message.splitlines()[0]} Point {DATA_DIR_ENV} at that folder (mounted at the same path "
+                        "on every host)"
+                    ) from None
                 raise WarehouseConfigError(
-                    f"the warehouse catalog {self.catalog_label()} belongs to another data folder: {message.splitlines()[0]} "
-                    f"Point {DATA_DIR_ENV} at that folder (mounted at the same path on every host)"
+                    f"cannot open the warehouse catalog {self.catalog_label()}: {message}"
                 ) from None
-            raise WarehouseConfigError(
-                f"cannot open the warehouse catalog {self.catalog_label()}: {message}"
-            ) from None
         if not read_only:
             _ensure_catalog_options(con, alias)
 
@@ -267,6 +305,12 @@ def retry_commit(
             _rollback_quietly(con)
             if attempt == attempts or not is_commit_conflict(e):
                 raise
+            _log.info(
+                "warehouse commit lost a race (attempt %d of %d), retrying: %s",
+                attempt,
+                attempts,
+                str(e).splitlines()[-1][:200],
+            )
             time.sleep(min(2.0, 0.02 * 1.6**attempt) * random.uniform(0.5, 1.5))
     raise AssertionError("unreachable")
 
@@ -276,6 +320,20 @@ def _rollback_quietly(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
     except Exception:  # no transaction left (a failed COMMIT ends it): nothing to undo
         pass
+
+
+def _create_sqlite_catalog(path: Path) -> None:
+    """An empty SQLite file in WAL mode, which DuckLake then fills with its tables.
+
+    In WAL mode readers never wait for a committing writer, nor writers for readers (the default rollback
+    journal locks the whole file during each commit). WAL needs a local disk: for several hosts use the
+    PostgreSQL catalog.
+    """
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with closing(sqlite3.connect(path, timeout=30)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:

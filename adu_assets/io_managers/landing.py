@@ -539,7 +539,8 @@ def write_table(
                 )
                 report.rows_by_partition = {k: 0 for k in stream.partition_keys}
                 report.rows_by_partition.update(_rows_by_partition(con, files))
-                retry_commit(con, lambda: _commit(con, key, incoming, partition_filter, files))
+                with store.commit_lock():
+                    retry_commit(con, lambda: _commit(con, key, incoming, partition_filter, files))
             except BaseException:
                 _discard(con, store, key, writer)
                 raise
@@ -551,7 +552,8 @@ def write_table(
                 report.preview_md = _preview(
                     con, f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM read_parquet({_sql_list(files)})"
                 )
-            retire_superseded(con, store)
+            with store.commit_lock():
+                retire_superseded(con, store)
         finally:
             try:
                 con.execute(f"DETACH {quote_ident(WRITE_ALIAS)}")

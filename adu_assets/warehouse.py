@@ -352,3 +352,107 @@ def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:
 def connect(store: LandingStore | None = None, *, read_only: bool = True) -> Any:
     """A DuckDB connection with the warehouse attached and selected (tables `"<name>_<schema>"."<table>"`)."""
     return (store or LandingStore()).connect(read_only=read_only)
+
+
+def import_0_1_data(
+    store: LandingStore | None = None, *, warehouse_file: Path | None = None
+) -> dict[str, int]:
+    """One-off move of a 0.1 data folder into the warehouse; returns rows landed per warehouse table.
+
+    0.1 kept `parquet/<key parts>/adu_partition=<day>/data.parquet` files and a separate `warehouse.duckdb`.
+    Each table of the Parquet tree is landed from its files (what glob readers saw), and each table found
+    only in `warehouse.duckdb` from there; every table is one commit. The 0.1 files are then moved to
+    `<data folder>/0.1-backup/`, so they no longer double the rows of the tree. Safe to run again.
+    """
+    import shutil
+
+    import dagster as dg
+
+    from adu_assets.io_managers.landing import PARTITION_COLUMN, land, warehouse_table
+    from adu_assets.sources.catalog import TableInfo
+    from adu_assets.sources.databases import TableStream, new_duckdb
+
+    store = store or LandingStore()
+    root = store.root()
+    backup = root / "0.1-backup"
+    landed: dict[str, int] = {}
+
+    def land_sql(key: dg.AssetKey, con: duckdb.DuckDBPyConnection, sql: str, text: bool) -> None:
+        parts = [
+            str(r[0])
+            for r in con.execute(
+                f"SELECT DISTINCT CAST({PARTITION_COLUMN} AS VARCHAR) FROM ({sql}) ORDER BY 1"
+            ).fetchall()
+        ]
+        schema, table = warehouse_table(key)
+        for group in [[p] for p in parts] if text else [parts] if parts else []:
+            stream = TableStream(
+                con=con,
+                sql=sql
+                if not text
+                else f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM ({sql}) WHERE "
+                f"{PARTITION_COLUMN} = {quote_literal(group[0])}",
+                table=TableInfo(schema, table),
+                source_label="0.1 import",
+                partition_keys=[p.replace("/", "__") for p in group],
+                partition_expr=None if text else PARTITION_COLUMN,
+            )
+            meta = land(stream, ["warehouse"], store, key, partition_value=group[0] if text else None)
+            landed[f"{schema}.{table}"] = landed.get(f"{schema}.{table}", 0) + int(
+                meta["dagster/row_count"].value
+            )
+
+    tree_tables: set[tuple[str, str]] = set()
+    old_files = sorted(store.parquet_root().glob(f"**/{PARTITION_COLUMN}=*/data.parquet"))
+    by_table: dict[Path, list[Path]] = {}
+    for f in old_files:
+        by_table.setdefault(f.parent.parent, []).append(f)
+    for folder, files in by_table.items():
+        key = dg.AssetKey(list(folder.relative_to(store.parquet_root()).parts))
+        tree_tables.add(warehouse_table(key))
+        con = new_duckdb()
+        try:
+            listing = "[" + ", ".join(quote_literal(str(f)) for f in files) + "]"
+            probe = con.execute(
+                f"DESCRIBE SELECT * FROM read_parquet({listing}, hive_partitioning = true)"
+            ).fetchall()
+            text = dict((str(r[0]), str(r[1])) for r in probe).get(PARTITION_COLUMN) != "DATE"
+            land_sql(
+                key,
+                con,
+                f"SELECT * FROM read_parquet({listing}, hive_partitioning = true, union_by_name = true)",
+                text,
+            )
+        finally:
+            con.close()
+        for f in files:
+            target = backup / f.relative_to(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(f), str(target))
+    old = warehouse_file or root / "warehouse.duckdb"
+    if old.exists():
+        con = new_duckdb()
+        try:
+            con.execute(f"ATTACH {quote_literal(str(old))} AS old (READ_ONLY)")
+            tables = con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = 'old'"
+            ).fetchall()
+            for schema, table in tables:
+                if (schema, table) in tree_tables:
+                    continue
+                cols = dict(
+                    con.execute(
+                        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = 'old' "
+                        "AND schema_name = ? AND table_name = ?",
+                        [schema, table],
+                    ).fetchall()
+                )
+                if PARTITION_COLUMN not in cols:
+                    continue
+                sql = f"SELECT * FROM old.{quote_ident(schema)}.{quote_ident(table)}"
+                land_sql(dg.AssetKey([schema, table]), con, sql, cols[PARTITION_COLUMN] != "DATE")
+        finally:
+            con.close()
+        backup.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(old), str(backup / old.name))
+    return landed

@@ -5,14 +5,15 @@ adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin)
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
+adu sql "SELECT ..."                query the warehouse (read-only, one snapshot)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import getpass
+import importlib
 import os
 import subprocess
 import sys

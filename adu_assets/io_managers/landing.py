@@ -340,6 +340,10 @@ def _tagged_source(stream: TableStream, partition_value: str | None) -> str:
     keys = stream.partition_keys
     if partition_value is not None:
         return f"SELECT *, CAST({quote_literal(partition_value)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({stream.sql})"
+    if stream.partition_expr == PARTITION_COLUMN:
+        # The rows carry their DATE partition already (an import of a 0.1 warehouse or Parquet tree).
+        days = ", ".join(_partition_literal(k, False) for k in keys)
+        return f"SELECT * FROM ({stream.sql}) WHERE {PARTITION_COLUMN} IN ({days})"
     if len(keys) > 1 and stream.partition_expr is not None:
         days = ", ".join(_partition_literal(k, False) for k in keys)
         return (

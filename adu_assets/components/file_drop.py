@@ -8,8 +8,8 @@ partition; a file that was deleted leaves the cursor, so the cursor only grows w
 
 A file is read by DuckDB (`read_csv` / `read_json` / `read_parquet`), streaming from disk into Parquet
 without rows passing through Python, and landed with the same code as the database exports:
-  parquet/<name>/adu_partition=<file>/data.parquet  and  warehouse table "<name>"."<name>"
-where the warehouse's `adu_partition` column holds the file's path (text, not a date as for exports).
+  parquet/<name>/adu_partition=<file>/<unique>.parquet, registered in warehouse table "<name>"."<name>"
+in one commit, where `adu_partition` holds the file's path (text, not a date as for exports).
 
 A file DuckDB cannot read (bad syntax, wrong extension, a column whose type clashes with the warehouse
 table) is moved to `quarantine_folder` beside a `<file>.reason.txt`, and that file's run fails with the

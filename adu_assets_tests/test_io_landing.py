@@ -174,6 +174,21 @@ def test_lossy_type_change_fails_before_anything_lands(tmp_path: Path, old: str,
     assert warehouse_rows(tmp_path, "SELECT id FROM src_main.items") == [(1,)]
 
 
+def test_landed_frame_scans_files_lazily_and_falls_back_after_a_schema_change(tmp_path: Path) -> None:
+    store = LandingStore(data_dir=str(tmp_path))
+    run("SELECT i AS id, CAST(i AS DECIMAL(5,2)) AS v FROM range(3) t(i)", tmp_path, ["2024-01-01"])
+    frame = store.landed_frame(KEY, ["parquet"], ["2024-01-01"])
+    assert "parquet" in frame.explain().lower()  # a scan of the files: the schema check reads footers only
+    assert frame.collect_schema().names() == ["id", "v"]
+    assert frame.select("id").collect()["id"].to_list() == [0, 1, 2]
+    # After a widening and a new column the old file differs from the table: read through DuckDB instead.
+    run("SELECT CAST(5 AS BIGINT) AS id, CAST(1.5 AS DECIMAL(7,3)) AS v, 'x' AS extra", tmp_path, ["2024-01-02"])
+    both = store.landed_frame(KEY, ["parquet"], []).collect().sort("id")
+    assert both.columns == ["id", "v", "extra"]
+    assert [str(x) for x in both["v"].to_list()] == ["0.000", "1.000", "2.000", "1.500"]
+    assert both["extra"].to_list() == [None, None, None, "x"]
+
+
 def test_interval_columns_reach_polars_as_text(tmp_path: Path) -> None:
     run("SELECT 1 AS id, INTERVAL '1 day 2 hours' AS wait", tmp_path)
     frame = LandingStore(data_dir=str(tmp_path)).landed_frame(KEY, ["parquet"], ["2024-01-01"]).collect()

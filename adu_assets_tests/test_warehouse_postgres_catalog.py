@@ -58,6 +58,12 @@ def test_landing_with_a_postgres_catalog(pg: PgServer, pg_db: str, tmp_path: Pat
     frame = store.landed_frame(KEY, ["parquet"], ["2024-01-01"]).collect()
     assert sorted(frame["id"].to_list()) == [0, 1, 2, 3]
 
+    # A crashed writer's file (its lock is gone) is swept; the registered files are checked in PostgreSQL.
+    orphan = data / "parquet" / "pgcat" / "public" / "items" / "adu_partition=2024-01-02" / f"{'ab' * 8}-{'0' * 32}.parquet"
+    orphan.write_bytes(b"partial")
+    assert store.sweep_orphans() == 1 and not orphan.exists()
+    assert [len(landed_files(data, KEY, d)) for d in ("2024-01-01", "2024-01-02")] == [1, 1]
+
     # The catalog lives in PostgreSQL, and nothing in it holds the password.
     with pg.connect(pg_db) as conn:
         tables = {r[0] for r in conn.execute(

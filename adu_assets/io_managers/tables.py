@@ -83,6 +83,10 @@ def read_landed(store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]
                 "materialize it first"
             )
         types = {str(n): str(t) for n, t in cols}
+        where = (
+            f" WHERE {_partition_sql(partitions, types.get(PARTITION_COLUMN, 'DATE'))}" if partitions else ""
+        )
+        target = f"{quote_ident(schema)}.{quote_ident(table)}"
         select = ", ".join(
             f"CAST({quote_ident(n)} AS VARCHAR) AS {quote_ident(n)}"
             if t.upper().startswith("INTERVAL")
@@ -90,12 +94,12 @@ def read_landed(store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]
             for n, t in types.items()
             if n != PARTITION_COLUMN
         )
-        sql = f"SELECT {select} FROM {quote_ident(schema)}.{quote_ident(table)}"
-        if partitions:
-            sql += f" WHERE {_partition_sql(partitions, types.get(PARTITION_COLUMN, 'DATE'))}"
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                arrow = con.execute(sql).fetch_arrow_table()
+                lazy = _lazy_scan(con, target, where, list(types.items()))
+                if lazy is not None:
+                    return lazy
+                arrow = con.execute(f"SELECT {select} FROM {target}{where}").fetch_arrow_table()
                 break
             except Exception as e:
                 if attempt == READ_ATTEMPTS or not _is_vanished(e):
@@ -105,6 +109,31 @@ def read_landed(store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]
     frame = pl.from_arrow(arrow)
     assert isinstance(frame, pl.DataFrame)
     return frame.lazy()
+
+
+def _lazy_scan(con: Any, target: str, where: str, columns: list[tuple[str, str]]) -> Any:
+    """A lazy polars scan of the snapshot's files for these rows, when they can be read as they are.
+
+    Checks mostly need the schema (the file footers) or a row count; reading a large partition into memory
+    for that would cost its whole size. The files are immutable, so scanning them later reads the snapshot
+    of now, unless a later write of the same partition retired them (retention_days = 0): the check then
+    fails and can be re-run. Falls back (None) when the files differ from the table (after a schema change)
+    or hold INTERVAL columns (polars cannot read them).
+    """
+    import polars as pl
+
+    if any(t.upper().startswith("INTERVAL") for _, t in columns):
+        return None
+    files = [
+        str(r[0]) for r in con.execute(f"SELECT DISTINCT filename FROM {target}{where} ORDER BY 1").fetchall()
+    ]
+    if not files:
+        return None
+    for f in files:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote_literal(f)})").fetchall()
+        if [(str(r[0]), str(r[1])) for r in described] != columns:
+            return None
+    return pl.scan_parquet(files).drop(PARTITION_COLUMN)
 
 
 def read_previous_landed(

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,21 @@ def test_startup_sweep_removes_orphans_of_dead_writers_only(tmp_path: Path, sour
         assert leftovers(data) == [pending.name]
     pending.unlink()
     assert warehouse(data) == tree(data)
+
+
+def test_files_of_another_hosts_writer_are_kept_until_its_lock_is_a_day_old(tmp_path: Path, source: Path) -> None:
+    data = tmp_path / "data"
+    assert run_child(data, source, 1).returncode == 0
+    store = LandingStore(data_dir=str(data))
+    writer = "cd" * 8
+    lock = store.writers_dir() / f"{writer}.lock"
+    lock.write_text("other-host.example\n4242\n")  # unlocked here: its flock lives on the other host
+    pending = data / "parquet" / "crash" / "main" / "events" / "adu_partition=2024-03-01" / f"{writer}-{'1' * 32}.parquet"
+    pending.write_bytes(b"being committed on another host")
+    assert store.sweep_orphans() == 0 and pending.exists() and lock.exists()
+    old = time.time() - 25 * 3600
+    os.utime(lock, (old, old))
+    assert store.sweep_orphans() == 1 and not pending.exists() and lock.exists()
 
 
 def test_forced_warehouse_failure_changes_neither_destination(tmp_path: Path, source: Path) -> None:

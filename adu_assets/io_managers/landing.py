@@ -28,6 +28,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Sequence
@@ -144,6 +145,7 @@ class Writer:
             # hold is on a file nobody else can see, so take it again under the path.
             try:
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    os.write(fd, f"{socket.gethostname()}\n{os.getpid()}\n".encode())
                     self._fd = fd
                     return self
             except FileNotFoundError:
@@ -161,6 +163,13 @@ class Writer:
                 self._fd = None
 
 
+# Another host's lock cannot be tested here (file locks do not reliably cross a network share), so a writer
+# of another host counts as running until its lock file is this old.
+REMOTE_WRITER_GRACE_S = 24 * 3600
+# A lock file without its host line yet is a writer starting up.
+STARTING_GRACE_S = 60
+
+
 def writer_alive(store: LandingStore, writer_id: str) -> bool:
     path = store.writers_dir() / f"{writer_id}.lock"
     try:
@@ -168,9 +177,16 @@ def writer_alive(store: LandingStore, writer_id: str) -> bool:
     except FileNotFoundError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
+        age = time.time() - os.fstat(fd).st_mtime
+        host = os.read(fd, 256).decode(errors="replace").split("\n", 1)[0]
+        if host and host != socket.gethostname():
+            return age < REMOTE_WRITER_GRACE_S
+        if not host and age < STARTING_GRACE_S:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
     finally:
         os.close(fd)
     path.unlink(missing_ok=True)  # a dead writer's lock: nothing will take it again (ids are never reused)
@@ -553,9 +569,14 @@ def write_table(
             report.rows = sum(report.rows_by_partition.values())
             report.columns = [(n, t) for n, t in incoming if n != PARTITION_COLUMN]
             if files:
-                report.preview_md = _preview(
-                    con, f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM read_parquet({_sql_list(files)})"
-                )
+                try:
+                    report.preview_md = _preview(
+                        con, f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM read_parquet({_sql_list(files)})"
+                    )
+                except (
+                    Exception
+                ):  # a later write of the partition already retired the files: data is committed
+                    log.debug("no preview: the landed files were already superseded", exc_info=True)
             with store.commit_lock():
                 retire_superseded(con, store)
         finally:

@@ -114,15 +114,17 @@ def demo_summary(root: Path, partition: str) -> str:
             found.append((folder.parent.relative_to(parquet).as_posix(), int(row[0]) if row else 0))
     finally:
         con.close()
-    from adu_assets.io_managers.landing import warehouse_path
+    from adu_assets.warehouse import LandingStore
 
     width = max((len(name) for name, _ in found), default=0)
     lines = [f"Demo for {partition}: {len(found)} tables, {sum(n for _, n in found):,} rows"]
     lines += [f"  {name:<{width}}  {rows:>9,} rows" for name, rows in found]
     lines.append(f"Parquet files:  {parquet}/<source>/<schema>/<table>/adu_partition={partition}/")
-    warehouse = warehouse_path(root)
-    if warehouse.exists():
-        lines.append(f'Warehouse:      {warehouse} (DuckDB; tables "<source>_<schema>"."<table>")')
+    store = LandingStore(data_dir=str(root))
+    lines.append(
+        f'Warehouse:      DuckLake, catalog {store.catalog_label()} (tables "<source>_<schema>"."<table>"; '
+        f"query it with: adu sql \"SELECT ...\")"
+    )
     # The UI shows these runs only with the same DAGSTER_HOME (scripts/demo sets one).
     home = os.environ.get("DAGSTER_HOME")
     prefix = f"DAGSTER_HOME={home} " if home else ""

@@ -8,8 +8,8 @@ partition; a file that was deleted leaves the cursor, so the cursor only grows w
 
 A file is read by DuckDB (`read_csv` / `read_json` / `read_parquet`), streaming from disk into Parquet
 without rows passing through Python, and landed with the same code as the database exports:
-  parquet/<name>/adu_partition=<file>/data.parquet  and  warehouse table "<name>"."<name>"
-where the warehouse's `adu_partition` column holds the file's path (text, not a date as for exports).
+  parquet/<name>/adu_partition=<file>/<unique>.parquet, registered in warehouse table "<name>"."<name>"
+in one commit, where `adu_partition` holds the file's path (text, not a date as for exports).
 
 A file DuckDB cannot read (bad syntax, wrong extension, a column whose type clashes with the warehouse
 table) is moved to `quarantine_folder` beside a `<file>.reason.txt`, and that file's run fails with the
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import duckdb
 
 FileFormat = Literal["auto", "csv", "json", "ndjson", "parquet"]
-Destination = Literal["parquet", "duckdb"]
+Destination = Literal["parquet", "warehouse", "duckdb"]
 
 EXTENSIONS: dict[str, str] = {
     ".csv": "csv",
@@ -284,6 +284,8 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
             self._reject(path, rel, "the file is empty", run_id)
         import duckdb
 
+        from adu_assets.io_managers.landing import WarehouseSchemaError
+
         error: str | None = None
         con = new_duckdb()
         csv_options: dict[str, Any] | None = None
@@ -298,13 +300,16 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         # (staged Parquet, one warehouse transaction), so nothing of a file that fails here has landed.
         except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
             error = f"DuckDB could not read it as {fmt}: {e}"
-        if error is not None and csv_options:
-            # Only now pay for a second pass over the file: which lines do not fit, and why.
-            try:
+        except WarehouseSchemaError as e:
+            error = str(e)
+        except BaseException:
+            con.close()
+            raise
+        try:
+            if error is not None and csv_options:
+                # Only now pay for a second pass over the file: which lines do not fit, and why.
                 error = csv_bad_lines(con, path, csv_options, self.name) or error
-            finally:
-                con.close()
-        else:
+        finally:
             con.close()
         if error is not None:
             # Outside the except block, so the DuckDB traceback is not chained into the event log as well.
@@ -336,26 +341,8 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
             # The Parquet folder is named after the partition; a "/" from a sub-folder would nest it.
             partition_keys=[landing_key(rel)],
         )
-        metadata: dict[str, Any] = {}
-        parquet_files: list[Path] = []
-        if "parquet" in self.destinations:
-            metadata = land(stream, ["parquet"], root, key)
-            parquet_files = [Path(str(metadata["path"].value))]
-        if "duckdb" in self.destinations:
-            source = (
-                f"SELECT * FROM read_parquet({sql_literal(str(parquet_files[0]))}, hive_partitioning = false)"
-                if parquet_files
-                else stream.sql
-            )
-            rows, columns, table = load_file_into_warehouse(con, source, root, key, rel)
-            metadata["dagster/table_name"] = f"{root / 'warehouse.duckdb'}:{table}"
-            metadata["warehouse_rows"] = dg.MetadataValue.int(rows)
-            if not parquet_files:
-                metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
-                metadata["dagster/column_schema"] = dg.TableSchema(
-                    columns=[dg.TableColumn(name=n, type=t) for n, t in columns]
-                )
-        return metadata
+        # One warehouse commit: the file's Parquet in the tree and its rows in the warehouse, or neither.
+        return land(stream, list(self.destinations), root, key, partition_value=rel)
 
     def _reject(self, path: Path, rel: str, reason: str, run_id: str) -> NoReturn:
         target = inside_folder(
@@ -524,21 +511,6 @@ def csv_bad_lines(
         f"it does not parse cleanly as CSV ({shown}): {problems[0][2]} bad line(s), {lines}. Nothing of it "
         f"was landed. Fix the file and drop it again, or declare the dialect under csv: in {component}'s YAML"
     )
-
-
-def load_file_into_warehouse(
-    con: "duckdb.DuckDBPyConnection", source: str, root: Path, key: dg.AssetKey, rel: str
-) -> tuple[int, list[tuple[str, str]], str]:
-    """Replace the rows of one file in the warehouse table, in one transaction.
-
-    Export partitions are dates; here the partition is the file's path, so `adu_partition` is text.
-    """
-    from adu_assets.io_managers.landing import PARTITION_COLUMN, replace_partition_rows, warehouse_table
-
-    tagged = f"SELECT *, CAST({sql_literal(rel)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({source})"
-    rows, columns = replace_partition_rows(con, root, key, tagged, f"{PARTITION_COLUMN} = {sql_literal(rel)}")
-    schema, table = warehouse_table(key)
-    return rows, columns, f"{schema}.{table}"
 
 
 def quarantine_file(path: Path, target: Path, reason: str, run_id: str) -> Path:

@@ -49,7 +49,6 @@ from pydantic import Field, model_validator
 
 from adu_assets.model_bounds import require_at_least, require_at_most
 from adu_assets.secrets import redact
-from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
 
 if TYPE_CHECKING:
@@ -408,7 +407,9 @@ def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
 
 
 def errors_root() -> Path:
-    return data_root()
+    from adu_assets.warehouse import LandingStore
+
+    return LandingStore().root()
 
 
 def _jsonable(v: Any) -> Any:

@@ -51,7 +51,7 @@ def test_demo_ends_with_a_summary(tmp_path: Path) -> None:
     assert re.search(rf"shop/main/orders\s+{orders:,} rows", text), text
     assert re.search(r"inventory/main/stock_levels\s+800 rows", text), text
     assert f"Parquet files:  {data / 'parquet'}" in text
-    assert "warehouse.duckdb" in text
+    assert f"Warehouse:      DuckLake, catalog {data / 'warehouse.sqlite'}" in text
     assert out[-1].startswith("Open the UI:") and "dagster dev -m adu_assets.definitions" in out[-1]
     # Every step reported in one line each; the full Dagster log is in the file the output names.
     ok = [line.split()[-1] for line in out if line.strip().startswith("ok")]

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from adu_assets.warehouse import LandingStore
 from adu_assets_tests.defs_helpers import load, write_component
 from adu_assets_tests.test_components_file_drop import FILE_DROP_TYPE, run, settled, tick
 
@@ -54,12 +54,12 @@ def land_files(d: dg.Definitions, inbox: Path, files: dict[str, str]) -> dict[st
 
 
 def warehouse(tmp_path: Path) -> tuple[list[str], list[tuple[Any, ...]]]:
-    with duckdb.connect(str(tmp_path / "data" / "warehouse.duckdb"), read_only=True) as con:
+    with LandingStore(data_dir=str(tmp_path / "data")).connect() as con:
         cols = [
             r[0]
             for r in con.execute(
                 "SELECT column_name FROM information_schema.columns "
-                "WHERE table_name = 'drops' ORDER BY ordinal_position"
+                "WHERE table_catalog = current_database() AND table_name = 'drops' ORDER BY ordinal_position"
             ).fetchall()
         ]
         rows = con.execute('SELECT id, name, adu_partition FROM "drops"."drops" ORDER BY id').fetchall()
@@ -126,7 +126,8 @@ def test_declared_dialect_is_used_and_still_checked(
     assert results["a_semicolon.csv"].success
     files = list((tmp_path / "data" / "parquet" / "drops").glob("adu_partition=a_semicolon.csv/*.parquet"))
     table = pq.read_table(files[0])
-    assert table.column_names == ["column0", "column1", "column2"]
+    # DuckLake files carry the partition value as a column of their own.
+    assert table.column_names == ["column0", "column1", "column2", "adu_partition"]
     assert table.column("column1").to_pylist() == ["Kim", "Lou"]
     assert not results["b_wrong.csv"].success
     text = failure_text(results["b_wrong.csv"])

@@ -12,9 +12,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from adu_assets.io_managers.landing import land, warehouse_path
+from adu_assets.io_managers.landing import land
 from adu_assets.sources.connection import ConnectionConfig
 from adu_assets.sources.databases import SourceError, open_table_stream
+from adu_assets.warehouse import LandingStore
 
 
 def export(cfg: ConnectionConfig, table: str, root: Path, **kw: Any) -> tuple[dict[str, Any], list[str]]:
@@ -35,8 +36,9 @@ def read_both(root: Path, table: str, columns: str) -> list[tuple[Any, ...]]:
     with duckdb.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
         parquet = con.execute(f"SELECT {columns} FROM read_parquet('{files}') ORDER BY id").fetchall()
-        con.execute(f"ATTACH '{warehouse_path(root)}' AS wh (READ_ONLY)")
-        wh = con.execute(f"SELECT {columns} FROM wh.f_main.{table} ORDER BY id").fetchall()
+    with LandingStore(data_dir=str(root)).connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        wh = con.execute(f"SELECT {columns} FROM f_main.{table} ORDER BY id").fetchall()
     assert parquet == wh
     return parquet
 

@@ -16,9 +16,10 @@ import dagster as dg
 import duckdb
 import pytest
 
-from adu_assets.io_managers.landing import land, warehouse_path
+from adu_assets.io_managers.landing import land
 from adu_assets.sources.connection import ConnectionConfig
 from adu_assets.sources.databases import SourceError, open_table_stream
+from adu_assets.warehouse import LandingStore
 
 CATALOG = [
     ("s", "Order Details", "id", "int", False),
@@ -113,8 +114,9 @@ def test_wide_numeric_and_interval_land_as_exact_text_and_cast_is_honoured(serve
         con.execute("SET TimeZone = 'UTC'")
         cols = "id, typeof(wide), wide, typeof(amount), amount, iv, epoch_us(\"at\")"
         parquet = con.execute(f"SELECT {cols} FROM read_parquet('{files}') ORDER BY id").fetchall()
-        con.execute(f"ATTACH '{warehouse_path(tmp_path)}' AS wh (READ_ONLY)")
-        wh = con.execute(f"SELECT {cols} FROM wh.v_s.Order_Details ORDER BY id").fetchall()
+    with LandingStore(data_dir=str(tmp_path)).connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        wh = con.execute(f"SELECT {cols} FROM v_s.Order_Details ORDER BY id").fetchall()
     assert parquet == wh
     assert parquet[0] == (1, "VARCHAR", WIDE, "DOUBLE", 12.5, "-1 02:03:04", 1704092400000000)
     assert Decimal(parquet[0][2]) == Decimal(WIDE)

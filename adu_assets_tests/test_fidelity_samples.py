@@ -75,10 +75,14 @@ def compare_database(pg: PgServer, database: str, component: str, root: Path) ->
             float4 = [d.type_code == FLOAT4_OID for d in cur.description or []]
             expected = sorted((tuple(canon(v, f) for v, f in zip(r, float4, strict=True)) for r in cur.fetchall()), key=repr)
             cols = ", ".join(f'"{n}"' for n in names)
-            files = str(root / "parquet" / component / "public" / table / "adu_partition=*" / "*.parquet")
-            with duckdb.connect() as con:
-                con.execute("SET TimeZone = 'UTC'")
-                parquet_rows = con.execute(f"SELECT {cols} FROM read_parquet('{files}')").fetchall()
+            files = sorted((root / "parquet" / component / "public" / table).glob("adu_partition=*/*.parquet"))
+            # An empty table has no data files in the warehouse's tree (DuckLake registers none for it).
+            parquet_rows: list[tuple[object, ...]] = []
+            if files:
+                with duckdb.connect() as con:
+                    con.execute("SET TimeZone = 'UTC'")
+                    listed = ", ".join(f"'{f}'" for f in files)
+                    parquet_rows = con.execute(f"SELECT {cols} FROM read_parquet([{listed}])").fetchall()
             with warehouse.connect() as con:
                 wh_rows = con.execute(f'SELECT {cols} FROM "{component}_public"."{table}"').fetchall()
             for where, rows in (("parquet", parquet_rows), ("warehouse", wh_rows)):

@@ -11,7 +11,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import dagster as dg
 from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDefsStateConfig
@@ -21,9 +21,13 @@ from pydantic import Field, field_validator, model_validator
 from adu_assets.automation.retries import network_retry_policy
 from adu_assets.checks.freshness import freshness_policy
 from adu_assets.checks.rules import ChecksConfig, FreshnessConfig
+from adu_assets.defs_loader import yaml_metadata
 from adu_assets.model_bounds import asset_key_name, iso_date, require_at_least
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
+
+if TYPE_CHECKING:
+    from adu_assets.checks.asset_checks import InStepChecks
 
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
 
@@ -75,6 +79,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     watermark_interval_seconds: int = Field(default=300, description="Seconds between watermark polls")
     defs_state: ResolvedDefsStateConfig = Field(default_factory=DefsStateConfigArgs.local_filesystem)
 
+    # build_table_asset adds the YAML code reference itself (see defs_loader.yaml_metadata).
+    adds_yaml_metadata: ClassVar[bool] = True
+
     _name_is_key = field_validator("name")(lambda v: asset_key_name(v))
 
     _iso_date = field_validator("start_date")(lambda v: iso_date(v))
@@ -117,10 +124,17 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         else:
             return dg.Definitions()
         by_name = {t.name: t for t in catalog or []}
-        assets = [self.build_table_asset(cfg, by_name.get(cfg.name)) for cfg in configs]
-        checks = [c for cfg in configs for c in self.build_table_checks(cfg)]
+        assets: list[dg.AssetsDefinition] = []
+        separate_checks: list[dg.AssetChecksDefinition] = []
+        for cfg in configs:
+            # Schema, rules and row_count run inside the table's own step (one op per table, see
+            # asset_checks.py); drift and profile stay separate ops.
+            checks = self.build_table_checks(cfg)
+            assets.append(self.build_table_asset(cfg, by_name.get(cfg.name), checks))
+            separate_checks.extend(checks.separate)
         return dg.Definitions.merge(
-            dg.Definitions(assets=assets, asset_checks=checks), self.build_automation(configs, assets)
+            dg.Definitions(assets=assets, asset_checks=separate_checks),
+            self.build_automation(configs, assets),
         )
 
     def build_automation(
@@ -176,9 +190,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
         return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
 
-    def build_table_checks(self, cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
+    def build_table_checks(self, cfg: TableConfig) -> "InStepChecks":
         """Asset checks on the landed partition: an inferred schema check always, plus what YAML declares."""
-        from adu_assets.checks.asset_checks import build_table_checks
+        from adu_assets.checks.asset_checks import table_checks_in_step
         from adu_assets.io_managers.tables import landed_frame, previous_landed_frame
         from adu_assets.settings import data_root
 
@@ -195,7 +209,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             first = context.partition_keys[0]
             return previous_landed_frame(data_root(), key, destinations, partitions_def, first)
 
-        return build_table_checks(
+        return table_checks_in_step(
             key,
             cfg.checks,
             load=load,
@@ -206,7 +220,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             partitions_def=partitions_def,
         )
 
-    def build_table_asset(self, cfg: TableConfig, info: TableInfo | None) -> dg.AssetsDefinition:
+    def build_table_asset(
+        self, cfg: TableConfig, info: TableInfo | None, checks: "InStepChecks | None" = None
+    ) -> dg.AssetsDefinition:
         key = self.asset_key(cfg.name)
         connection = self.connection
         schema = self.schema
@@ -226,6 +242,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             "adu/source": connection.describe(),
             "adu/incremental_column": incremental or "",
         }
+        metadata.update(yaml_metadata())
         if info is not None and info.columns:
             metadata["dagster/column_schema"] = dg.TableSchema(
                 columns=[dg.TableColumn(name=c.name, type=c.type) for c in info.columns]
@@ -247,6 +264,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             freshness_policy=freshness_policy(
                 cfg.freshness or (cfg.checks.freshness if cfg.checks else None)
             ),
+            check_specs=checks.specs if checks else None,
         )
         def export_table(context: dg.AssetExecutionContext) -> Any:
             from adu_assets.sources.databases import SourceError, open_table_stream
@@ -259,7 +277,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                 + (f" over {incremental}" if incremental else " (snapshot)")
             )
             try:
-                return open_table_stream(
+                stream = open_table_stream(
                     connection,
                     schema=schema,
                     table=cfg.name,
@@ -272,5 +290,9 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             except SourceError as e:
                 # A missing table or a refused password will not fix itself: fail now, without retries.
                 raise dg.Failure(description=str(e), allow_retries=e.retryable) from None
+            # The IO manager lands the stream before this generator resumes, so the checks read landed data.
+            yield dg.Output(stream)
+            if checks is not None:
+                yield from checks.evaluate(context, keys)
 
         return export_table

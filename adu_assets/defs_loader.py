@@ -153,11 +153,6 @@ def parse_yaml_with_positions(text: str, filename: str) -> list[ValueAndSourcePo
         while loader.check_data():  # type: ignore[no-untyped-call]
             documents.append(loader.get_data())
         return documents
-    except yaml.MarkedYAMLError as e:
-        for mark in (e.context_mark, e.problem_mark):
-            if mark is not None:
-                mark.name = filename
-        raise
     finally:
         loader.dispose()  # type: ignore[no-untyped-call]
 
@@ -428,7 +423,10 @@ class _Loader:
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = mark.line + 1 if mark else 1
-            return [LoadProblem(path, line, "(yaml)", f"{e.problem or e}: fix the YAML syntax here")]
+            where = ""
+            if e.context and e.context_mark is not None and e.context_mark.line + 1 != line:
+                where = f" ({e.context} started on line {e.context_mark.line + 1})"
+            return [LoadProblem(path, line, "(yaml)", f"{e.problem or e}{where}: fix the YAML syntax")]
         except (OSError, UnicodeDecodeError) as e:
             return [LoadProblem(path, 1, "(file)", f"cannot read: {e}")]
         if not trees:
@@ -456,13 +454,15 @@ class _Loader:
             try:
                 component_type = _get_component_class(self.context, file_model)
             except Exception as e:
+                known = ["adu_assets.DatabaseExport", "adu_assets.ApiIngest", "adu_assets.FileDrop"]
+                close = difflib.get_close_matches(file_model.type, known, n=1, cutoff=0.6)
+                fix = f"did you mean `{close[0]}`?" if close else "use one of " + ", ".join(known)
                 problems.append(
                     LoadProblem(
                         path,
                         _position_at(positions, ["type"]),
                         "type",
-                        f"unknown component type `{file_model.type}` ({_first_line(str(e))}): "
-                        "use adu_assets.DatabaseExport, adu_assets.ApiIngest or adu_assets.FileDrop",
+                        f"unknown component type `{file_model.type}` ({_first_line(str(e))}): {fix}",
                     )
                 )
                 continue

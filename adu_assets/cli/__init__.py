@@ -80,7 +80,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["validate"]
 
 
 def main(argv: list[str] | None = None) -> int:

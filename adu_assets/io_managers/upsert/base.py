@@ -39,19 +39,23 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-import numpy as np
-import polars as pl
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from adu_assets.model_bounds import require_at_least
 from adu_assets.secrets import redact
 from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    from adu_assets.io_managers.upsert.lazy_modules import np, pa, pc, pl
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
 

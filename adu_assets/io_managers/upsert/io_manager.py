@@ -8,13 +8,17 @@ handle_output, at run time, and never reaches metadata, tags or logs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
 
 from adu_assets.io_managers.upsert.base import DestinationConfig, DestinationError, UpsertResult, upsert
 from adu_assets.secrets import scrub_exception
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    from adu_assets.io_managers.upsert.lazy_modules import pa
 
 DESTINATION_METADATA_KEY = "adu/destination"
 

@@ -545,6 +545,19 @@ def problem_from_exception(path: Path, error: BaseException) -> LoadProblem:
     return LoadProblem(path, line, "attributes", text)
 
 
+def load_components(folder: Path | None = None) -> tuple[list[dg.Component], list[LoadProblem]]:
+    """The components of every YAML file that loads (nothing is built), and the problems of the others."""
+    loader = _Loader(defs_folder(folder))
+    components: list[dg.Component] = []
+    problems: list[LoadProblem] = []
+    for path in find_component_files(loader.folder):
+        try:
+            components += [decl._load_component() for decl, _ in loader.decls(path)]  # noqa: SLF001
+        except Exception as e:
+            problems += loader.check_file(path) or [problem_from_exception(path, e)]
+    return components, problems
+
+
 def validate_folder(folder: Path | None = None) -> tuple[list[Path], list[LoadProblem]]:
     """Every component YAML file under the defs folder and what is wrong with each (nothing is built)."""
     loader = _Loader(defs_folder(folder))
@@ -577,7 +590,7 @@ def load_location(folder: Path | None = None) -> LoadedLocation:
         except Exception as e:
             problems = loader.check_file(path) or [problem_from_exception(path, e)]
             for p in problems:
-                log.error("component not loaded, the others are: %s", p)
+                log.error("%s (this component is not loaded; the others are)", p)
             result.problems += problems
             continue
         names = _defined_names(defs)
@@ -589,7 +602,7 @@ def load_location(folder: Path | None = None) -> LoadedLocation:
                 "attributes.name",
                 f"{clashes[0]} is already defined by {owner[clashes[0]]}: give this component another name",
             )
-            log.error("component not loaded, the others are: %s", problem)
+            log.error("%s (this component is not loaded; the others are)", problem)
             result.problems.append(problem)
             continue
         owner.update(dict.fromkeys(names, path))

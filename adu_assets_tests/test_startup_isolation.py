@@ -113,3 +113,26 @@ def test_every_file_broken_still_loads_a_location(defs_dir: Path, monkeypatch: p
     assert not list(d.resolve_all_asset_keys())
     text = d.resolve_sensor_def("adu_broken_yaml__x").description or ""
     assert "x/defs.yaml:1: type: unknown component type `adu_assets.NoSuchType`" in text
+
+
+def test_refresh_state_refreshes_the_good_files_and_reports_the_broken_one(
+    tmp_path: Path, defs_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adu_assets.cli import main as adu_cli
+
+    good_source(tmp_path / "good.duckdb")
+    discovered = good_yaml(tmp_path / "good.duckdb")
+    del discovered["tables"]  # discovered, cached as defs state
+    write_component(defs_dir, "good", "adu_assets.DatabaseExport", discovered)
+    (defs_dir / "broken").mkdir()
+    (defs_dir / "broken" / "defs.yaml").write_text(BROKEN)
+    assert set(load(defs_dir, monkeypatch).resolve_all_asset_keys()) == {GOOD}
+    with duckdb.connect(str(tmp_path / "good.duckdb")) as con:
+        con.execute("CREATE TABLE added AS SELECT 1 AS id")
+
+    assert adu_cli(["refresh-state"]) == 1
+    captured = capsys.readouterr()
+    assert "DatabaseExport[good]: refreshed" in captured.out
+    assert f"{defs_dir / 'broken' / 'defs.yaml'}:13: attributes.tables.0.incremntal_column" in captured.err
+    keys = set(load(defs_dir, monkeypatch).resolve_all_asset_keys())
+    assert keys == {GOOD, dg.AssetKey(["good", "main", "added"])}

@@ -38,11 +38,17 @@ def _secrets(args: argparse.Namespace) -> int:
 def _refresh_state(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from adu_assets.defs_loader import component_tree
+    from adu_assets.defs_loader import component_tree, load_components
 
     tree = component_tree()
+    # File by file: a broken YAML file is reported and does not stop the others' refresh.
+    components, problems = load_components()
+    for problem in problems:
+        print(problem, file=sys.stderr)
     refreshed = 0
-    for component in tree.get_all_components(of_type=dg.StateBackedComponent):  # type: ignore[type-abstract]
+    for component in components:
+        if not isinstance(component, dg.StateBackedComponent):
+            continue
         key = component.defs_state_config.key
         try:
             asyncio.run(component.refresh_state(tree.project_root))
@@ -54,7 +60,7 @@ def _refresh_state(args: argparse.Namespace) -> int:
         print(f"{key}: refreshed")
         refreshed += 1
     print(f"{refreshed} component(s) refreshed")
-    return 0
+    return 1 if problems else 0
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -27,7 +27,6 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +57,22 @@ _YAML_METADATA: ContextVar[Callable[[], dict[str, Any]] | None] = ContextVar(
 )
 
 
-def _call_with_empty(update: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-    return dict(update({}))
+class _OnceMetadata:
+    """The component's YAML metadata, built on first use and shared by all of its assets."""
+
+    def __init__(self, update: Callable[[dict[str, Any]], Any]) -> None:
+        self._update = update
+        self._value: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = dict(self._update({}))
+        return self._value
 
 
 def yaml_metadata() -> dict[str, Any]:
     make = _YAML_METADATA.get()
-    return make() if make is not None else {}
+    return dict(make()) if make is not None else {}
 
 
 def defs_module_for(folder: Path | None) -> types.ModuleType:
@@ -432,7 +440,7 @@ class _Loader:
                 )
 
             if getattr(component, "adds_yaml_metadata", False):
-                token = _YAML_METADATA.set(partial(_call_with_empty, with_code_references))
+                token = _YAML_METADATA.set(_OnceMetadata(with_code_references))
                 try:
                     built = component.build_defs(load_context)
                 finally:

@@ -7,6 +7,7 @@ omitted, the schema's base tables are discovered once and cached as defs state; 
 """
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -36,6 +37,13 @@ log = logging.getLogger(__name__)
 
 TABLE_IO_MANAGER_KEY = "adu_table_io"
 Destination = Literal["parquet", "duckdb"]
+
+
+@functools.cache
+def daily_partitions(start_date: str, timezone: str) -> dg.DailyPartitionsDefinition:
+    # One instance per component rather than one per asset and check: Dagster caches partition keys
+    # and snapshots per instance.
+    return dg.DailyPartitionsDefinition(start_date=start_date, timezone=timezone)
 
 
 _SIGNATURES: dict[Any, inspect.Signature] = {}
@@ -202,7 +210,7 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         return dg.AssetKey([self.name, self.schema, table])
 
     def partitions_def(self) -> dg.DailyPartitionsDefinition:
-        return dg.DailyPartitionsDefinition(start_date=self.start_date, timezone=self.timezone)
+        return daily_partitions(self.start_date, self.timezone)
 
     def build_table_checks(self, cfg: TableConfig) -> "InStepChecks":
         """Asset checks on the landed partition: an inferred schema check always, plus what YAML declares."""

@@ -305,8 +305,11 @@ def main(argv: list[str] | None = None) -> int:
             (w200, _), (w1000, _) = loads[200], loads[1000]
             per_200 = statistics.median(w200) - base_s
             per_1000 = statistics.median(w1000) - base_s
+            cpu_200 = cpu_median("load200") - cpu_median("import")
+            cpu_1000 = cpu_median("load1000") - cpu_median("import")
             print(
-                f"growth 200 -> 1,000 tables (above import dagster): {per_1000 / max(per_200, 1e-9):4.2f}x for 5x the tables"
+                f"growth 200 -> 1,000 tables (above import dagster): {per_1000 / max(per_200, 1e-9):4.2f}x wall, "
+                f"{cpu_1000 / max(cpu_200, 1e-9):4.2f}x CPU, for 5x the tables"
             )
         if not args.skip_job:
             job = bench_job(work, rows, runs)

@@ -228,3 +228,30 @@ def test_a_crashing_check_reports_reason_and_partition(
     assert "drift check crashed on partition 2024-01-02: ValueError: evidently could not compare" in (
         drift_eval.description
     )
+
+
+def test_separate_check_ops_record_each_partition_of_a_range(
+    tmp_path: Path, defs_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import adu_assets.checks.drift as drift
+    from adu_assets.checks.rules import CheckOutcome
+
+    make_source(tmp_path / "src.duckdb")
+    write_component(
+        defs_dir, "src", "adu_assets.DatabaseExport",
+        component(tmp_path / "src.duckdb", checks={"drift": {"threshold": 0.5}}),
+    )
+    d = load(defs_dir, monkeypatch)
+    compared: list[int] = []
+
+    def fake_drift(previous: Any, current: Any, cfg: Any, report: Path) -> CheckOutcome:
+        compared.append(current.collect().height)
+        return CheckOutcome(True, "WARN", f"no drift in {current.collect().height} rows")
+
+    monkeypatch.setattr(drift, "run_drift", fake_drift)
+    result = run_partition(d, [ORDERS], ("2024-01-01", "2024-01-03"))
+    assert result.success
+    got = sorted((e.check_name, e.partition) for e in evaluations(result) if e.check_name == "drift")
+    assert got == [("drift", "2024-01-01"), ("drift", "2024-01-02"), ("drift", "2024-01-03")]
+    # Each partition is checked on its own rows (3 a day), not the whole range at once.
+    assert compared == [3, 3, 3]

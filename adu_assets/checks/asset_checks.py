@@ -73,10 +73,10 @@ class TableCheck:
 
 
 class PartitionCheckContext:
-    """The asset step's context narrowed to one partition, so in-step checks give one result per partition
-    even in a single-run range backfill."""
+    """A step's context narrowed to one partition, so checks give one result per partition even in a
+    single-run range backfill."""
 
-    def __init__(self, context: dg.AssetExecutionContext, partition_key: str | None) -> None:
+    def __init__(self, context: Any, partition_key: str | None) -> None:
         self._context = context
         self.partition_keys = [partition_key] if partition_key is not None else []
         self.has_partition_key = partition_key is not None
@@ -281,15 +281,40 @@ def check_ops(
                     blocking=check.blocking,
                     description=check.description,
                     partitions_def=partitions_def,
-                )(_as_check_fn(guarded(check)))
+                )(_as_check_fn(guarded(check)))  # type: ignore[arg-type]  # a generator: one result per partition
             )
     return built
 
 
-def _as_check_fn(run: CheckFn) -> Callable[[dg.AssetCheckExecutionContext], dg.AssetCheckResult]:
+def _as_check_fn(
+    run: CheckFn,
+) -> Callable[
+    [dg.AssetCheckExecutionContext], Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output[None]]
+]:
     # Dagster reads the `context` annotation, so the op function is declared here with a real type.
-    def check_fn(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        return run(context)
+    def check_fn(
+        context: dg.AssetCheckExecutionContext,
+    ) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation | dg.Output[None]]:
+        keys = list(context.partition_keys) if context.has_partition_key_range else []
+        if len(keys) <= 1:
+            yield run(context)
+            return
+        # A single-run range backfill: Dagster 1.13 would record one result without a partition, so
+        # each partition is checked on its own rows and recorded under its own key.
+        spec = context.check_specs[0]
+        for key in keys:
+            result = run(PartitionCheckContext(context, key))
+            yield dg.AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=spec.name,
+                passed=result.passed,
+                metadata=result.metadata,
+                severity=result.severity,
+                description=result.description,
+                blocking=spec.blocking,
+                partition=key,
+            )
+        yield dg.Output(None, output_name=context.op_execution_context.op_def.output_defs[0].name)
 
     return check_fn
 

@@ -294,11 +294,6 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
 
             keys = list(context.partition_keys)
             window = context.partition_time_window
-            context.log.info(
-                f"exporting {schema}.{cfg.name} from {connection.describe()}: "
-                + (f"partitions {keys[0]}..{keys[-1]}" if len(keys) > 1 else f"partition {keys[0]}")
-                + (f" over {incremental}" if incremental else " (snapshot)")
-            )
             try:
                 stream = open_table_stream(
                     connection,
@@ -314,7 +309,15 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                 # A missing table or a refused password will not fix itself: fail now, without retries.
                 raise dg.Failure(description=str(e), allow_retries=e.retryable) from None
             # The IO manager lands the stream before this generator resumes, so the checks read landed data.
-            yield dg.Output(stream)
+            # What was read goes into the materialization, not a log line: every event is a write to
+            # Dagster's event storage, paid per step.
+            yield dg.Output(
+                stream,
+                metadata={
+                    "adu/read": f"{schema}.{cfg.name}"
+                    + (f" over {incremental} in [{window.start}, {window.end})" if incremental else " (snapshot)")
+                },
+            )
             if checks is not None:
                 yield from checks.evaluate(context, keys)
 

@@ -4,6 +4,7 @@ adu secrets generate-key            print a new Fernet key (put it first in ADU_
 adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin) with the newest key
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
+adu validate [FOLDER]               check every component YAML file: file:line: field: message, exit 1 on any
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
 """
 

@@ -2,8 +2,8 @@
 
 Two ways to attach them. `table_checks_in_step` (DatabaseExport) declares the fast checks (schema, rules,
 row_count) as `check_specs` on the asset and evaluates them inside the asset's own step, right after the IO
-manager landed the data: one op per table instead of four, which is most of the definitions-load time at
-1,000 tables and one step start-up less per table at run time. The slow, optional checks (drift: evidently,
+manager landed the data: one op per table instead of up to four. The check ops were about a third of the
+definitions-load time (630 of 830 ops at 200 tables), and each was a step of its own at run time. The slow, optional checks (drift: evidently,
 profile: ydata) stay separate `@asset_check` ops, so a slow report never holds the export's step or pool
 slot. `build_table_checks` makes every check a separate op (ApiIngest, FileDrop).
 
@@ -13,8 +13,8 @@ blocking).
 
 Each rule group is its own check, so the UI shows which kind of trust failed: `schema` (always, inferred),
 `rules` (pandera column rules and the unique key), `row_count`, `drift` and `profile`. On a partitioned
-asset the checks carry the same partitions definition, so Dagster 1.13 records one result per partition
-and `context.partition_key` names the partition being checked.
+asset the checks carry the same partitions definition, so Dagster 1.13 records one result per partition;
+in a single-run range backfill each partition is checked on its own rows and recorded under its own key.
 
 Nothing heavy is imported here: pandera.polars, evidently and ydata_profiling load inside the check
 functions, so building checks for 200 tables costs only the decorators.

@@ -349,7 +349,7 @@ def find_component_files(folder: Path) -> list[Path]:
 
 
 def stray_component_files(folder: Path, loaded: Sequence[Path]) -> list[LoadProblem]:
-    """YAML files that look like a component (a top-level `type:`) but that Dagster would never load."""
+    """YAML files that look like a component (a top-level `type:`), and Python files, that are never loaded."""
     loaded_set = {p.resolve() for p in loaded}
     problems = []
     for path in sorted([*folder.rglob("*.yaml"), *folder.rglob("*.yml")]):
@@ -370,6 +370,15 @@ def stray_component_files(folder: Path, loaded: Sequence[Path]) -> list[LoadProb
                     "move it to its own folder as defs.yaml",
                 )
             )
+    for path in sorted(folder.rglob("*.py")):
+        rel_parts = path.relative_to(folder).parts
+        if path.name == "__init__.py" or any(p.startswith(".") or p == "__pycache__" for p in rel_parts):
+            continue
+        problems.append(
+            LoadProblem(
+                path, 1, "(file)", "never loaded: ADU loads YAML components only; describe it in a defs.yaml"
+            )
+        )
     return problems
 
 

@@ -59,6 +59,8 @@ def test_every_file_and_every_problem_with_its_line(folder: Path, capsys: pytest
     syntax = write(folder, "s/defs.yaml", "type: adu_assets.DatabaseExport\nattributes:\n  name: [oops\n")
     top = write(folder, "top/defs.yaml", GOOD.format(name="top") + "atributes: {}\n")
     stray = write(folder, "ok/extra.yaml", GOOD.format(name="extra"))
+    python = write(folder, "ok/assets.py", "import dagster\n")
+    write(folder, "ok/__init__.py", "")
 
     assert adu_cli(["validate", str(folder)]) == 1
     lines = capsys.readouterr().out.splitlines()
@@ -75,6 +77,7 @@ def test_every_file_and_every_problem_with_its_line(folder: Path, capsys: pytest
             f"{top}:11: atributes: unknown key `atributes`: did you mean `attributes`?",
             f"{stray}:1: (file): never loaded: only defs.yaml / defs.yml / component.yaml are, one per folder; "
             "move it to its own folder as defs.yaml",
+            f"{python}:1: (file): never loaded: ADU loads YAML components only; describe it in a defs.yaml",
         ]
     )
 

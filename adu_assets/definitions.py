@@ -11,7 +11,6 @@ from adu_assets.automation.sensors import merge_pool_limits, pool_limits_sensor
 from adu_assets.components.api_ingest import UPSERT_IO_MANAGER_KEY
 from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
 from adu_assets.defs_loader import DEFS_DIR_ENV, load_location, problem_sensors
-from adu_assets.demo import ensure_demo_sources
 from adu_assets.io_managers.tables import TableLandingIOManager
 from adu_assets.io_managers.upsert.io_manager import UpsertIOManager
 from adu_assets.secrets import install_log_redaction
@@ -38,6 +37,8 @@ def defs() -> dg.Definitions:
     install_log_redaction()
     if not os.environ.get(DEFS_DIR_ENV):
         # The packaged demo reads databases that are generated on first use (about a second, once).
+        from adu_assets.demo import ensure_demo_sources
+
         ensure_demo_sources()
     # A broken YAML file does not stop the others: it becomes a sensor whose skip reason names the
     # file, line, field and fix (and an error line in this process's log).

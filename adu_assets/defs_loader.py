@@ -584,6 +584,14 @@ def validate_folder(folder: Path | None = None) -> tuple[list[Path], list[LoadPr
     return files, problems
 
 
+def _line_of(path: Path, key_path: Sequence[Any]) -> int:
+    try:
+        trees = parse_yaml_with_positions(path.read_text(encoding="utf-8"), str(path))
+    except Exception:
+        return 1
+    return _position_at(trees[0].source_position_tree, key_path) if trees else 1
+
+
 def _defined_names(defs: dg.Definitions) -> set[str]:
     names: set[str] = set()
     for a in defs.assets or []:
@@ -615,7 +623,7 @@ def load_location(folder: Path | None = None) -> LoadedLocation:
         if clashes:
             problem = LoadProblem(
                 path,
-                1,
+                _line_of(path, ["attributes", "name"]),
                 "attributes.name",
                 f"{clashes[0]} is already defined by {owner[clashes[0]]}: give this component another name",
             )

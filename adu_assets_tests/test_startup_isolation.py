@@ -102,7 +102,7 @@ def test_duplicate_component_name_rejects_only_the_second_file(
     d = load(defs_dir, monkeypatch)
     assert set(d.resolve_all_asset_keys()) == {GOOD}
     text = d.resolve_sensor_def("adu_broken_yaml__b_copy").description or ""
-    assert "b_copy/defs.yaml:1: attributes.name:" in text
+    assert "b_copy/defs.yaml:3: attributes.name:" in text
     assert "a_first/defs.yaml" in text and "give this component another name" in text
 
 

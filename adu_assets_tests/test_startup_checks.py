@@ -238,7 +238,9 @@ def test_separate_check_ops_record_each_partition_of_a_range(
 
     make_source(tmp_path / "src.duckdb")
     write_component(
-        defs_dir, "src", "adu_assets.DatabaseExport",
+        defs_dir,
+        "src",
+        "adu_assets.DatabaseExport",
         component(tmp_path / "src.duckdb", checks={"drift": {"threshold": 0.5}}),
     )
     d = load(defs_dir, monkeypatch)

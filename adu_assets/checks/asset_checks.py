@@ -266,6 +266,7 @@ def check_ops(
     asset_key: dg.AssetKey,
     checks: Sequence[TableCheck],
     partitions_def: dg.PartitionsDefinition | None,
+    required_resource_keys: set[str] | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """Each check as its own `@asset_check` op (one result per partition of the run)."""
     built: list[dg.AssetChecksDefinition] = []
@@ -281,6 +282,7 @@ def check_ops(
                     blocking=check.blocking,
                     description=check.description,
                     partitions_def=partitions_def,
+                    required_resource_keys=required_resource_keys,
                 )(_as_check_fn(guarded(check)))  # type: ignore[arg-type]  # a generator: one result per partition
             )
     return built
@@ -408,8 +410,12 @@ def table_checks_in_step(
     profile: bool,
     partitions_def: dg.PartitionsDefinition | None,
     reports_root: Callable[[], Path] | None = None,
+    required_resource_keys: set[str] | None = None,
 ) -> InStepChecks:
-    """Like `build_table_checks`, but schema / rules / row_count are evaluated inside the asset's step."""
+    """Like `build_table_checks`, but schema / rules / row_count are evaluated inside the asset's step.
+
+    `required_resource_keys` go on the separate ops, so their `context.resources` match the asset's.
+    """
     checks = table_checks(
         asset_key,
         cfg,
@@ -435,5 +441,5 @@ def table_checks_in_step(
     return InStepChecks(
         specs=specs,
         checks=fast,
-        separate=check_ops(asset_key, [c for c in checks if c.slow], partitions_def),
+        separate=check_ops(asset_key, [c for c in checks if c.slow], partitions_def, required_resource_keys),
     )

@@ -27,6 +27,7 @@ from adu_assets.defs_loader import yaml_metadata
 from adu_assets.model_bounds import asset_key_name, iso_date, require_at_least
 from adu_assets.sources.catalog import TableInfo
 from adu_assets.sources.connection import ConnectionConfig
+from adu_assets.warehouse import STORE_RESOURCE_KEY
 
 if TYPE_CHECKING:
     from adu_assets.checks.asset_checks import InStepChecks
@@ -240,6 +241,8 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             reports_root=lambda: data_root() / "reports",
             profile=cfg.profile,
             partitions_def=partitions_def,
+            # Checks may read the landed data through the LandingStore resource (context.resources).
+            required_resource_keys={STORE_RESOURCE_KEY},
         )
 
     def build_table_asset(
@@ -287,6 +290,8 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
                 cfg.freshness or (cfg.checks.freshness if cfg.checks else None)
             ),
             check_specs=checks.specs if checks else None,
+            # In-step checks read the landed data through the step's context.resources.
+            required_resource_keys={STORE_RESOURCE_KEY},
         )
         @same_signature
         def export_table(context: dg.AssetExecutionContext) -> Any:

@@ -10,8 +10,7 @@ import dagster as dg
 from adu_assets.automation.sensors import merge_pool_limits, pool_limits_sensor
 from adu_assets.components.api_ingest import UPSERT_IO_MANAGER_KEY
 from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
-from adu_assets.defs_loader import DEFS_DIR_ENV, load_location
-from adu_assets.demo import ensure_demo_sources
+from adu_assets.defs_loader import DEFS_DIR_ENV, load_location, problem_sensors
 from adu_assets.io_managers.tables import TableLandingIOManager
 from adu_assets.io_managers.upsert.io_manager import UpsertIOManager
 from adu_assets.secrets import install_log_redaction
@@ -38,14 +37,20 @@ def defs() -> dg.Definitions:
     install_log_redaction()
     if not os.environ.get(DEFS_DIR_ENV):
         # The packaged demo reads databases that are generated on first use (about a second, once).
+        from adu_assets.demo import ensure_demo_sources
+
         ensure_demo_sources()
-    components, pools = load_location()
+    # A broken YAML file does not stop the others: it becomes a sensor whose skip reason names the
+    # file, line, field and fix (and an error line in this process's log).
+    location = load_location()
+    pools = location.pools
     store = LandingStore()
     return dg.Definitions.merge(
-        components,
+        location.defs,
         dg.Definitions(
             # Keeps each source's Dagster pool limit equal to its YAML `max_parallel`.
-            sensors=[pool_limits_sensor(merge_pool_limits(pools))] if pools else [],
+            sensors=([pool_limits_sensor(merge_pool_limits(pools))] if pools else [])
+            + problem_sensors(location.problems),
             resources={
                 STORE_RESOURCE_KEY: store,
                 TABLE_IO_MANAGER_KEY: TableLandingIOManager(store=store),

@@ -17,8 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 def assert_invariants(d: dg.Definitions) -> None:
     specs = list(d.resolve_all_asset_specs())
     assert specs
-    checked = {k.asset_key for k in d.resolve_asset_graph().asset_check_keys}
+    graph = d.resolve_asset_graph()
+    checked = {k.asset_key for k in graph.asset_check_keys}
+    for check_key in graph.asset_check_keys:
+        # Every check result is recorded per partition (in-step checks and separate check ops alike).
+        check_spec = graph.get_check_spec(check_key)
+        assert check_spec.partitions_def is not None, check_key.to_user_string()
     for spec in specs:
+        assets_def = d.resolve_assets_def(spec.key)
+        # One op per table (checks are evaluated inside it), so a table runs, retries and fails alone;
+        # its pool bounds the parallel queries on its source.
+        assert assets_def.keys == {spec.key}, spec.key.to_user_string()
+        assert assets_def.op.pool, f"{spec.key.to_user_string()} has no pool"
         where = spec.key.to_user_string()
         assert spec.group_name, where
         assert spec.kinds, where
@@ -37,20 +47,34 @@ def test_demo_definitions(dagster_home: Path) -> None:
     assert {"inventory/main/warehouses", "inventory/main/stock_levels"} <= keys
     orders = d.resolve_assets_def(dg.AssetKey(["shop", "main", "orders"]))
     assert orders.backfill_policy == dg.BackfillPolicy.single_run()
-    assert d.resolve_assets_def(dg.AssetKey(["shop", "main", "customers"])).backfill_policy == dg.BackfillPolicy.multi_run(1)
+    assert d.resolve_assets_def(
+        dg.AssetKey(["shop", "main", "customers"])
+    ).backfill_policy == dg.BackfillPolicy.multi_run(1)
 
 
 def test_two_hundred_tables(tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     defs_dir = tmp_path / "big"
     for s in range(4):
-        write_component(defs_dir, f"src{s}", "adu_assets.DatabaseExport", {
-            "name": f"src{s}",
-            "connection": {"kind": "postgres", "host": "db.internal", "database": f"db{s}", "user": "adu",
-                           "password_env": "NOT_NEEDED_AT_LOAD"},
-            "start_date": "2024-01-01",
-            "tables": [{"name": f"table_{i}", "incremental_column": "updated_at" if i % 2 else None}
-                       for i in range(50)],
-        })
+        write_component(
+            defs_dir,
+            f"src{s}",
+            "adu_assets.DatabaseExport",
+            {
+                "name": f"src{s}",
+                "connection": {
+                    "kind": "postgres",
+                    "host": "db.internal",
+                    "database": f"db{s}",
+                    "user": "adu",
+                    "password_env": "NOT_NEEDED_AT_LOAD",
+                },
+                "start_date": "2024-01-01",
+                "tables": [
+                    {"name": f"table_{i}", "incremental_column": "updated_at" if i % 2 else None}
+                    for i in range(50)
+                ],
+            },
+        )
     # Loading must not connect anywhere: the host above does not exist.
     d = load(defs_dir, monkeypatch)
     assert len(list(d.resolve_all_asset_keys())) == 200
@@ -61,7 +85,11 @@ def test_dagster_definitions_validate_cli(dagster_home: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     proc = subprocess.run(
         [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "adu_assets.definitions"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Validation successful" in proc.stdout + proc.stderr

@@ -7,7 +7,8 @@
   defs load     `python -c "from adu_assets.definitions import defs; defs()"` with ADU_DEFS_DIR holding one
                 DatabaseExport YAML of 200 tables with `schedule:` set, in a fresh process (median of 3);
                 plus `automation_defs` for 200 assets measured in process.
-Goals (issue 5 / PERFORMANCE.md): a tick <= 5 s, definitions with 200 tables load in <= 2 s.
+Goals (issue 5 / PERFORMANCE.md): a tick <= 5 s; definitions with 200 tables load in <= 1.5 s (issue 14;
+bench_defs.py measures that load in detail, with checks, at 200 and 1,000 tables).
 
     python -m bench.bench_sensor            # 200 tables x 20,000 rows
     python -m bench.bench_sensor --small    # 200 tables x 200 rows, for CI
@@ -33,7 +34,7 @@ from adu_assets_tests.pg_server import PgServer, running_postgres
 TABLES = 200
 CHANGED = 50
 GOAL_TICK_S = 5.0
-GOAL_LOAD_S = 2.0
+GOAL_LOAD_S = 1.5
 
 
 def table_name(i: int) -> str:

@@ -4,6 +4,7 @@ adu secrets generate-key            print a new Fernet key (put it first in ADU_
 adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin) with the newest key
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
+adu validate [FOLDER]               check every component YAML file: file:line: field: message, exit 1 on any
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
 adu sql "SELECT ..."                query the warehouse (read-only, one snapshot)
 """
@@ -39,11 +40,17 @@ def _secrets(args: argparse.Namespace) -> int:
 def _refresh_state(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from adu_assets.defs_loader import component_tree
+    from adu_assets.defs_loader import component_tree, load_components
 
     tree = component_tree()
+    # File by file: a broken YAML file is reported and does not stop the others' refresh.
+    components, problems = load_components()
+    for problem in problems:
+        print(problem, file=sys.stderr)
     refreshed = 0
-    for component in tree.get_all_components(of_type=dg.StateBackedComponent):  # type: ignore[type-abstract]
+    for component in components:
+        if not isinstance(component, dg.StateBackedComponent):
+            continue
         key = component.defs_state_config.key
         try:
             asyncio.run(component.refresh_state(tree.project_root))
@@ -55,7 +62,7 @@ def _refresh_state(args: argparse.Namespace) -> int:
         print(f"{key}: refreshed")
         refreshed += 1
     print(f"{refreshed} component(s) refreshed")
-    return 0
+    return 1 if problems else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -107,7 +114,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = ["sql"]
+COMMAND_MODULES: list[str] = ["sql", "validate"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,9 +42,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
 from adu_assets.model_bounds import require_at_least, require_at_most
@@ -52,7 +49,12 @@ from adu_assets.secrets import redact
 from adu_assets.sources.connection import ConnectionConfig
 
 if TYPE_CHECKING:
+    import numpy as np
     import polars as pl
+    import pyarrow as pa
+    import pyarrow.compute as pc
+else:
+    from adu_assets.io_managers.upsert.lazy_modules import np, pa, pc, pl
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
 

@@ -14,10 +14,9 @@ and refuses a Fernet token there.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pyarrow as pa
 
 from adu_assets.automation.retries import step_error
 from adu_assets.io_managers.upsert.base import (
@@ -27,6 +26,11 @@ from adu_assets.io_managers.upsert.base import (
     UpsertResult,
     upsert,
 )
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+else:
+    from adu_assets.io_managers.upsert.lazy_modules import pa
 
 DESTINATION_METADATA_KEY = "adu/destination"
 

@@ -5,14 +5,16 @@ adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin)
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
+adu preview PATH/defs.yaml          fetch one page of an API task; print its fields and suggested mappings
+adu test-connection PATH/defs.yaml  open every source and destination the file names; ok or the reason
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import getpass
+import importlib
 import os
 import subprocess
 import sys
@@ -80,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["preview", "test_connection"]
 
 
 def main(argv: list[str] | None = None) -> int:

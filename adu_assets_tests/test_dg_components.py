@@ -132,6 +132,7 @@ def test_dg_scaffold_then_dg_check_defs(tmp_path: Path) -> None:
     check = run_dg(["check", "defs"], project, env)
     assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-5000:]
     assert "All definitions loaded successfully" in check.stdout + check.stderr
+    assert "Warning" not in check.stdout + check.stderr, check.stderr[-3000:]
 
     listed = run_dg(["list", "defs", "--json"], project, env)
     assert listed.returncode == 0, listed.stderr[-3000:]

@@ -76,12 +76,28 @@ def test_plain_wheel_install_runs_profiled_drift_checked_table(tmp_path: Path) -
         ROOT,
         build,
         ignore=shutil.ignore_patterns(
-            ".venv", ".git", "__pycache__", "*.egg-info", "build", "dist", "node_modules", ".dagster_home",
-            ".local_defs_state", ".mypy_cache", ".ruff_cache", ".pytest_cache", "wheelhouse",
+            ".venv",
+            ".git",
+            "__pycache__",
+            "*.egg-info",
+            "build",
+            "dist",
+            "node_modules",
+            ".dagster_home",
+            ".local_defs_state",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".pytest_cache",
+            "wheelhouse",
         ),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "ADU_", "DAGSTER_", "PYTHON"))}
-    proc = run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), "."], env, build, 600)
+    proc = run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"), "."],
+        env,
+        build,
+        600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("adu_assets-*.whl")
 
@@ -128,9 +144,20 @@ def test_plain_wheel_install_runs_profiled_drift_checked_table(tmp_path: Path) -
     )
     for day in DAYS:
         proc = run(
-            [str(venv / "bin" / "dagster"), "asset", "materialize", "-m", "adu_assets.definitions",
-             "--select", "src/main/sales", "--partition", day],
-            env, work, 900,
+            [
+                str(venv / "bin" / "dagster"),
+                "asset",
+                "materialize",
+                "-m",
+                "adu_assets.definitions",
+                "--select",
+                "src/main/sales",
+                "--partition",
+                day,
+            ],
+            env,
+            work,
+            900,
         )
         output = proc.stdout + proc.stderr
         assert proc.returncode == 0, output[-6000:]

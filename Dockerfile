@@ -22,8 +22,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # EXTRA_PACKAGES adds what the wheelhouse was built with through WHEELHOUSE_EXTRA, e.g. a run launcher
 # ("dagster-k8s==0.29.27"); see deploy/README.md.
 ARG EXTRA_PACKAGES=""
+# The plain install holds the whole YAML contract: evidently (drift), ydata-profiling (profile), Celery and
+# Redis (ADU_EXECUTOR=celery) and the `dg` CLI are ordinary dependencies, no extra to forget.
 RUN --mount=type=bind,source=wheelhouse,target=/wheelhouse \
     pip install --no-cache-dir --no-index --find-links /wheelhouse adu-assets ${EXTRA_PACKAGES}
+
+# Fail the build, not a run at 02:00, if a lazily imported package is missing from the wheelhouse.
+RUN YDATA_PROFILING_NO_ANALYTICS=1 DO_NOT_TRACK=1 MPLBACKEND=Agg python -W ignore -c \
+    "import evidently, ydata_profiling, pandera.polars, dagster_celery, redis, dagster_dg_cli, psycopg2, psycopg"
 
 # Discovery state is cached per defs folder (Dagster's LOCAL_FILESYSTEM defs state, in
 # <folder>/.local_defs_state/). For the packaged demo that folder is inside site-packages, which the

@@ -33,6 +33,7 @@ from urllib.parse import quote
 
 import dagster as dg
 
+from adu_assets.checks.reports import check_metadata
 from adu_assets.checks.rules import CheckOutcome, ChecksConfig, check_row_count, validate_rules
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ def to_check_result(outcome: CheckOutcome) -> dg.AssetCheckResult:
         passed=outcome.passed,
         severity=dg.AssetCheckSeverity.ERROR if outcome.severity == "ERROR" else dg.AssetCheckSeverity.WARN,
         description=outcome.description,
-        metadata=outcome.metadata,
+        metadata=check_metadata(outcome.metadata),
     )
 
 
@@ -244,7 +245,7 @@ def table_checks(
                 passed=True,
                 severity=dg.AssetCheckSeverity.WARN,
                 description=f"profiled {meta['rows_profiled']} of {meta['rows_total']} rows",
-                metadata=meta,
+                metadata=check_metadata(meta),
             )
 
         # A check, not part of the load: the materialization is recorded before it starts, and it is

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from adu_assets.checks.reports import markdown_cell, report_url
 from adu_assets.checks.rules import CheckOutcome, DriftConfig
 
 # Strings with more distinct values than this are identifiers or free text, not categories: a
@@ -122,6 +123,38 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def drift_findings(
+    share: float,
+    threshold: float,
+    per_column: dict[str, dict[str, Any]],
+    skipped: dict[str, str],
+    url: str | None,
+) -> str:
+    """The drift report's key findings as markdown, so the UI shows them with no file at all."""
+    drifted = [c for c, e in per_column.items() if e["drifted"]]
+    lines = [
+        f"**{len(drifted)} of {len(per_column)} columns drifted** (share {share:.2f}, threshold {threshold:g})",
+        "",
+        "| column | drifted | test | p-value / score | threshold |",
+        "|---|---|---|---|---|",
+    ]
+    # Drifted columns first, so the ones to look at are at the top.
+    for col, e in sorted(per_column.items(), key=lambda kv: (not kv[1]["drifted"], kv[0])):
+        score = e.get("p_value", e.get("score"))
+        lines.append(
+            f"| {markdown_cell(col)} | {'**yes**' if e['drifted'] else 'no'} | {markdown_cell(e['test'])} "
+            f"| {markdown_cell(score)} | {markdown_cell(e['threshold'])} |"
+        )
+    if skipped:
+        lines += [
+            "",
+            "Not compared: " + "; ".join(f"{markdown_cell(c)} ({why})" for c, why in sorted(skipped.items())),
+        ]
+    if url:
+        lines += ["", f"[Full report]({url})"]
+    return "\n".join(lines)
+
+
 def run_drift(
     reference: pl.DataFrame | pl.LazyFrame | None,
     current: pl.DataFrame | pl.LazyFrame,
@@ -197,6 +230,7 @@ def run_drift(
             entry["p_value" if "p_value" in method.lower() else "score"] = score
             per_column[str(config["column"])] = entry
     drifted = sorted(c for c, e in per_column.items() if e["drifted"])
+    url = report_url(report_path)
     metadata = {
         **base_meta,
         "drifted_share": round(share, 4),
@@ -204,6 +238,9 @@ def run_drift(
         "drifted_columns": drifted,
         "columns": per_column,
         "report_path": str(report_path),
+        **({"report_url": url} if url else {}),
+        # Plain text here (the outcome stays JSON-able); check_metadata() makes it markdown and a link.
+        "findings": drift_findings(share, cfg.threshold, per_column, skipped, url),
         "seconds": round(time.perf_counter() - started, 3),
     }
     summary = f"{len(drifted)} of {len(per_column)} columns drifted (share {share:.2f}, threshold {cfg.threshold:g})"

@@ -16,6 +16,10 @@ from typing import Any
 import polars as pl
 
 from adu_assets.checks.drift import sample_frame, write_text_atomic
+from adu_assets.checks.reports import markdown_cell, report_url
+
+# Alerts and columns listed in the check's markdown; the full report has the rest.
+MAX_FINDINGS = 20
 
 # ydata_profiling/utils/common.py `analytics_features` sends a GET to packages.ydata.ai on every report
 # (and runs `nvidia-smi`) unless this variable is set. MPLBACKEND=Agg keeps matplotlib from probing for
@@ -71,10 +75,61 @@ def write_profile(
             html={"inline": True, "use_local_assets": True},
         )
         write_text_atomic(html_path, report.to_html())
-    return {
+        findings = profile_findings(report.get_description(), sample.height, total)
+    if sample.height == 0 or sample.width == 0:
+        findings = f"**No rows to profile** ({total} rows in the partition)."
+    # Plain values (JSON-able); check_metadata() makes `findings` markdown and `report_url` a link.
+    meta: dict[str, Any] = {
         "path": str(html_path),
         "rows_profiled": sample.height,
         "rows_total": total,
         "sampled": sample.height < total,
         "seconds": round(time.perf_counter() - started, 3),
     }
+    url = report_url(html_path)
+    if url:
+        meta["report_url"] = url
+        findings += f"\n\n[Full report]({url})"
+    meta["findings"] = findings
+    return meta
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * float(value):.1f}%" if value is not None else ""
+
+
+def profile_findings(description: Any, profiled: int, total: int) -> str:
+    """The profile's key findings as markdown: overview, alerts, and one line per column."""
+    table = description.table
+    sampled = f" (a sample of {profiled} of {total})" if profiled < total else ""
+    types = ", ".join(f"{n} {t.lower()}" for t, n in sorted(table.get("types", {}).items()))
+    lines = [
+        f"**{table['n']} rows{sampled}, {table['n_var']} columns** ({types}); "
+        f"missing cells {_pct(table.get('p_cells_missing'))}",
+    ]
+    alerts = [str(a) for a in description.alerts]
+    if alerts:
+        lines += ["", "**Alerts**", ""]
+        lines += [f"- {markdown_cell(a)}" for a in alerts[:MAX_FINDINGS]]
+        if len(alerts) > MAX_FINDINGS:
+            lines.append(f"- ... and {len(alerts) - MAX_FINDINGS} more in the full report")
+    lines += [
+        "",
+        "| column | type | missing | distinct | min | max | mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    variables = list(description.variables.items())
+    for name, v in variables[:MAX_FINDINGS]:
+        lines.append(
+            f"| {markdown_cell(name)} | {markdown_cell(v.get('type'))} | {_pct(v.get('p_missing'))} "
+            f"| {markdown_cell(v.get('n_distinct'))} | {markdown_cell(_plain(v.get('min')))} "
+            f"| {markdown_cell(_plain(v.get('max')))} | {markdown_cell(_plain(v.get('mean')))} |"
+        )
+    if len(variables) > MAX_FINDINGS:
+        lines.append(f"\n{len(variables) - MAX_FINDINGS} more columns in the full report.")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so the markdown shows 3.5 rather than np.float64(3.5)."""
+    return value.item() if hasattr(value, "item") else value

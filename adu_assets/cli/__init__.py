@@ -7,6 +7,8 @@ adu refresh-state                   re-run table discovery for every DatabaseExp
 adu validate [FOLDER]               check every component YAML file: file:line: field: message, exit 1 on any
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
 adu sql "SELECT ..."                query the warehouse (read-only, one snapshot)
+adu preview PATH/defs.yaml          fetch one page of an API task; print its fields and suggested mappings
+adu test-connection PATH/defs.yaml  open every source and destination the file names; ok or the reason
 """
 
 from __future__ import annotations
@@ -77,6 +79,10 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"materializing {args.select} for {args.partition} (full log: {log_path})", flush=True)
     cmd = [
         sys.executable,
+        # Dagster points every `dagster asset materialize` at `dg launch`, which needs a dg project folder;
+        # an installed package has none, so this form stays and its notice is left out.
+        "-W",
+        "ignore:Function `asset_materialize_command` is superseded:FutureWarning",
         "-m",
         "dagster",
         "asset",
@@ -114,7 +120,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = ["sql", "validate"]
+COMMAND_MODULES: list[str] = ["sql", "validate", "preview", "test_connection"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,7 +68,7 @@ class TableConfig(dg.Model):
     )
     description: str | None = None
     owners: list[str] | None = None
-    checks: ChecksConfig | None = Field(default=None, description="Data checks (see DESIGN.md)")
+    checks: ChecksConfig | None = Field(default=None, description="Data checks: column rules, unique, row_count, drift (see the README, Checks)")
     profile: bool = Field(default=False, description="ydata-profiling HTML report for each partition")
     freshness: FreshnessConfig | None = Field(default=None, description="{max_lag_hours: N}")
     cast: dict[str, str] | None = Field(

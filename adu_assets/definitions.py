@@ -43,6 +43,13 @@ def defs() -> dg.Definitions:
     # A broken YAML file does not stop the others: it becomes a sensor whose skip reason names the
     # file, line, field and fix (and an error line in this process's log).
     location = load_location()
+    if location.problems and os.environ.get("DAGSTER_IS_DEFS_VALIDATION_CLI") == "1":
+        # `dg check defs` and `dagster definitions validate` set this: there a broken file must fail the
+        # command (a CI gate), while the UI, the daemon and run workers keep the other sources running.
+        raise dg.DagsterInvalidDefinitionError(
+            f"{len(location.problems)} component file(s) do not load:\n"
+            + "\n".join(str(p) for p in location.problems)
+        )
     pools = location.pools
     store = LandingStore()
     return dg.Definitions.merge(

@@ -5,6 +5,7 @@ adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin)
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
+adu worker [--concurrency N]        a Celery worker for ADU_EXECUTOR=celery (see adu_assets/scale_out.py)
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["worker"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,341 @@
+"""Scale-out end to end: a real redis-server broker, two `adu worker` processes, a real PostgreSQL source.
+
+Two source databases (alpha: `max_parallel: 1`, beta: `max_parallel: 2`) with 3 tables each are exported for
+2 daily partitions: two runs (one per partition, started at once as two `dagster asset materialize`), so
+12 steps go through the broker to the workers. Each source table reads slowly (a row-level security policy
+sleeps per row, for the read-only role the export uses), so queries overlap and a thread can count them
+in pg_stat_activity while the runs go on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from adu_assets_tests.pg_server import PgServer
+from adu_assets_tests.redis_server import RedisServer
+
+PARTITIONS = ["2026-03-01", "2026-03-02"]
+SOURCES = {"alpha": 1, "beta": 2}  # name -> max_parallel
+TABLES = ["orders", "Shipments", "line_items"]
+READER = "adu_reader"
+READER_PASSWORD = "reader-" + "x9Q2"
+CLI = "import sys; from adu_assets.cli import main; sys.exit(main(sys.argv[1:]))"
+RUN_TIMEOUT_S = 420
+
+
+def make_source(pg: PgServer, name: str, sleep_per_row: float) -> None:
+    db = f"celery_src_{name}"
+    with pg.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db}"')
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER,)).fetchone():
+            conn.execute(f"CREATE ROLE {READER} LOGIN PASSWORD '{READER_PASSWORD}'")
+    with pg.connect(db) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow_read(integer) RETURNS boolean LANGUAGE sql VOLATILE AS "
+            f"$$ SELECT pg_sleep({sleep_per_row}) IS NOT NULL $$"
+        )
+        for i, table in enumerate(TABLES):
+            q = f'"{table}"'
+            conn.execute(
+                f"CREATE TABLE {q} (id integer PRIMARY KEY, ts timestamptz NOT NULL, amount numeric(10,2), note text)"
+            )
+            # Per table and day a different number of rows, so a step landing another's rows shows.
+            conn.execute(
+                f"INSERT INTO {q} SELECT g, TIMESTAMPTZ '2026-03-01 00:00:00+00' + (g % 2) * INTERVAL '1 day' "
+                f"+ g * INTERVAL '1 minute', g * 1.25 + {i}, '{name}:{table}:' || g FROM generate_series(1, {8 + 2 * i}) g"
+            )
+            # Row-level security applies to the read-only role only (owners and superusers bypass it).
+            conn.execute(f"ALTER TABLE {q} ENABLE ROW LEVEL SECURITY")
+            conn.execute(f"CREATE POLICY slow ON {q} FOR SELECT USING (slow_read(id))")
+            conn.execute(f"GRANT SELECT ON {q} TO {READER}")
+        conn.execute(f"GRANT EXECUTE ON FUNCTION slow_read(integer) TO {READER}")
+
+
+class QueryCounter:
+    """Polls pg_stat_activity and keeps, per source database, the most export queries seen at once."""
+
+    def __init__(self, pg: PgServer) -> None:
+        self.pg = pg
+        self.peak: Counter[str] = Counter()
+        self.peak_total = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        with self.pg.connect() as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT datname, count(*) FROM pg_stat_activity "
+                    "WHERE usename = %s AND state = 'active' GROUP BY datname",
+                    (READER,),
+                ).fetchall()
+                now = Counter({d: n for d, n in rows})
+                for d, n in now.items():
+                    self.peak[d] = max(self.peak[d], n)
+                self.peak_total = max(self.peak_total, sum(now.values()))
+                self.samples += 1
+                time.sleep(0.02)
+
+    def __enter__(self) -> QueryCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def write_catalog(defs_dir: Path, pg: PgServer) -> None:
+    for name, max_parallel in SOURCES.items():
+        folder = defs_dir / name
+        folder.mkdir(parents=True)
+        attributes = {
+            "name": name,
+            "connection": {
+                "kind": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "database": f"celery_src_{name}",
+                "user": READER,
+                "password_env": "ADU_TEST_READER_PASSWORD",
+                "max_parallel": max_parallel,
+            },
+            "schema": "public",
+            "start_date": PARTITIONS[0],
+            "tables": [{"name": t, "incremental_column": "ts"} for t in TABLES],
+        }
+        (folder / "defs.yaml").write_text(
+            yaml.safe_dump({"type": "adu_assets.DatabaseExport", "attributes": attributes}, sort_keys=False)
+        )
+
+
+def instance_yaml() -> str:
+    # Run history in PostgreSQL, as deploy/dagster.yaml: workers on other hosts write the same event log.
+    return yaml.safe_dump(
+        {
+            "telemetry": {"enabled": False},
+            "storage": {
+                "postgres": {
+                    "postgres_db": {
+                        "hostname": {"env": "DAGSTER_PG_HOST"},
+                        "port": {"env": "DAGSTER_PG_PORT"},
+                        "username": {"env": "DAGSTER_PG_USER"},
+                        "password": {"env": "DAGSTER_PG_PASSWORD"},
+                        "db_name": {"env": "DAGSTER_PG_DB"},
+                        "scheme": "postgresql+psycopg2",
+                    }
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture
+def scale_out_env(pg: PgServer, redis_broker: RedisServer, tmp_path: Path) -> Iterator[dict[str, str]]:
+    for name in SOURCES:
+        make_source(pg, name, sleep_per_row=0.08)
+    with pg.connect() as conn:
+        for db in ("celery_history", "celery_catalog"):
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{db}"')
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(instance_yaml())
+    defs_dir = tmp_path / "defs"
+    write_catalog(defs_dir, pg)
+    data = tmp_path / "shared_data"
+    data.mkdir()
+    # Flush the broker so no task of an earlier test is waiting in it.
+    redis_broker.client().flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "ADU_", "DAGSTER_"))}
+    env.update(
+        DAGSTER_HOME=str(home),
+        DAGSTER_DISABLE_TELEMETRY="1",
+        DAGSTER_PG_HOST=pg.host,
+        DAGSTER_PG_PORT=str(pg.port),
+        DAGSTER_PG_USER=pg.user,
+        DAGSTER_PG_PASSWORD=pg.password,
+        DAGSTER_PG_DB="celery_history",
+        ADU_DEFS_DIR=str(defs_dir),
+        ADU_STATE_DIR=str(tmp_path / "state"),
+        ADU_DATA_DIR=str(data),
+        ADU_WAREHOUSE_CATALOG=f"postgresql://{pg.user}@{pg.host}:{pg.port}/celery_catalog",
+        PGPASSWORD=pg.password,
+        ADU_TEST_READER_PASSWORD=READER_PASSWORD,
+        ADU_EXECUTOR="celery",
+        ADU_CELERY_BROKER=redis_broker.url(),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    yield env
+
+
+def start_worker(env: dict[str, str], name: str, log: Path, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-c", CLI, "worker", "--concurrency", str(concurrency), "--name", name],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=10)
+
+
+def wait_for_workers(env: dict[str, str], logs: list[Path], procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + 120
+    while not all("ready." in p.read_text(errors="replace") for p in logs):
+        for proc, p in zip(procs, logs, strict=True):
+            if proc.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.returncode}:\n{p.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                "workers not ready after 120 s:\n" + "\n".join(p.read_text()[-2000:] for p in logs)
+            )
+        time.sleep(0.5)
+
+
+def test_twelve_steps_on_two_workers_keep_pool_limits(
+    scale_out_env: dict[str, str],
+    pg: PgServer,
+    redis_broker: RedisServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = scale_out_env
+    for k, v in env.items():
+        if k.startswith(("ADU_", "DAGSTER_")) or k == "PGPASSWORD":
+            monkeypatch.setenv(k, v)
+
+    from adu_assets.automation.sensors import apply_pool_limits, merge_pool_limits
+    from adu_assets.defs_loader import load_location
+
+    _, pools = load_location()
+    limits = merge_pool_limits(pools)
+    assert sorted(limits.values()) == [1, 2]
+    with dg.DagsterInstance.get() as instance:
+        # What adu_pool_limits_sensor does every minute in the daemon.
+        apply_pool_limits(instance, limits)
+
+    logs = [tmp_path / "worker1.log", tmp_path / "worker2.log"]
+    workers = [start_worker(env, f"adu-w{i + 1}", logs[i]) for i in range(2)]
+    try:
+        wait_for_workers(env, logs, workers)
+        with QueryCounter(pg) as counter:
+            runs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "dagster",
+                        "asset",
+                        "materialize",
+                        "-m",
+                        "adu_assets.definitions",
+                        "--select",
+                        "*",
+                        "--partition",
+                        p,
+                    ],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                )
+                for p in PARTITIONS
+            ]
+            outputs = []
+            for proc in runs:
+                try:
+                    out, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    for r in runs:
+                        r.kill()
+                    raise AssertionError(
+                        "runs did not finish in time:\n" + logs[0].read_text()[-3000:]
+                    ) from None
+                outputs.append(out.decode(errors="replace"))
+        worker_logs = "\n".join(p.read_text(errors="replace")[-4000:] for p in logs)
+        for proc, out in zip(runs, outputs, strict=True):
+            assert proc.returncode == 0, out[-6000:] + "\n--- workers ---\n" + worker_logs
+    finally:
+        for w in workers:
+            stop(w)
+
+    # Every asset materialized, for both partitions.
+    keys = [dg.AssetKey([s, "public", t]) for s in SOURCES for t in TABLES]
+    with dg.DagsterInstance.get() as instance:
+        for key in keys:
+            assert instance.get_materialized_partitions(key) == set(PARTITIONS), key
+        records = instance.get_run_records(
+            dg.RunsFilter(tags={"dagster/partition": PARTITIONS[0]})
+        ) + instance.get_run_records(dg.RunsFilter(tags={"dagster/partition": PARTITIONS[1]}))
+        assert len(records) == 2
+        celery_nodes: set[str] = set()
+        adu_workers: set[str] = set()
+        for record in records:
+            run = record.dagster_run
+            assert run.tags["adu/data_dir"] == env["ADU_DATA_DIR"]
+            assert run.tags["adu/warehouse_catalog"] == env["ADU_WAREHOUSE_CATALOG"]
+            guarded: set[str] = set()
+            for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+                event = entry.dagster_event
+                assert event is not None
+                meta = event.engine_event_data.metadata if event.engine_event_data else {}
+                if "Celery worker" in meta:
+                    celery_nodes.add(str(meta["Celery worker"].value))
+                if "adu/worker" in meta and "took step" in (event.message or ""):
+                    adu_workers.add(str(meta["adu/worker"].value))
+                    guarded.add(str(event.step_key))
+            succeeded = {
+                str(e.dagster_event.step_key)
+                for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_SUCCESS)
+                if e.dagster_event
+            }
+            # 6 exports (and their schema checks, each its own step), every one seen by the storage guard.
+            assert len([k for k in succeeded if not k.endswith("_schema")]) == 6, succeeded
+            assert guarded == succeeded
+    # Steps ran in two distinct worker processes.
+    assert {n.split("@")[0] for n in celery_nodes} == {"adu-w1", "adu-w2"}, celery_nodes
+    assert len({w.split(" pid ")[1] for w in adu_workers}) >= 2, adu_workers
+
+    # No source saw more parallel queries than its max_parallel; and there was parallelism to limit.
+    assert counter.samples > 20
+    assert counter.peak["celery_src_alpha"] == 1, counter.peak
+    assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.peak
+    assert counter.peak_total >= 2, (counter.peak, counter.peak_total)
+
+    # The warehouse holds exactly the source's rows.
+    from adu_assets.warehouse import LandingStore, connect
+
+    with connect(LandingStore(data_dir=env["ADU_DATA_DIR"])) as con:
+        for source in SOURCES:
+            with pg.connect(f"celery_src_{source}") as src:
+                for table in TABLES:
+                    expected = src.execute(
+                        f'SELECT id, amount::text, note FROM "{table}" ORDER BY id'
+                    ).fetchall()
+                    landed = con.execute(
+                        f'SELECT id, CAST(amount AS VARCHAR), note FROM "{source}_public"."{table}" ORDER BY id'
+                    ).fetchall()
+                    assert landed == expected, (source, table)

@@ -320,6 +320,9 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
     assert len({w.split(" pid ")[1] for w in adu_workers}) >= 2, adu_workers
 
     # No source saw more parallel queries than its max_parallel; and there was parallelism to limit.
+    print(
+        f"peak export queries per source {dict(counter.peak)}, all sources {counter.peak_total}, {counter.samples} samples"
+    )
     assert counter.samples > 20
     assert counter.peak["celery_src_alpha"] == 1, counter.peak
     assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.peak

@@ -342,3 +342,42 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
                         f'SELECT id, CAST(amount AS VARCHAR), note FROM "{source}_public"."{table}" ORDER BY id'
                     ).fetchall()
                     assert landed == expected, (source, table)
+
+
+def test_worker_on_another_data_folder_refuses_the_step(
+    scale_out_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = scale_out_env
+    for k, v in env.items():
+        if k.startswith(("ADU_", "DAGSTER_")) or k == "PGPASSWORD":
+            monkeypatch.setenv(k, v)
+    # Same catalog, but a local folder where the shared volume should be: it exists and is writable, so the
+    # worker starts; the run's folder has another id, so the step is refused before it writes anything.
+    local = tmp_path / "local_disk"
+    local.mkdir()
+    log = tmp_path / "worker.log"
+    worker = start_worker({**env, "ADU_DATA_DIR": str(local)}, "adu-stray", log, concurrency=1)
+    try:
+        wait_for_workers(env, [log], [worker])
+        proc = subprocess.run(
+            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
+             "--select", "alpha/public/orders", "--partition", PARTITIONS[0]],
+            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        )
+    finally:
+        stop(worker)
+    assert proc.returncode != 0
+    with dg.DagsterInstance.get() as instance:
+        (record,) = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+        messages = [
+            e.dagster_event.message or ""
+            for e in instance.all_logs(record.dagster_run.run_id)
+            if e.dagster_event
+        ]
+    refused = [m for m in messages if "refused step alpha__public__orders" in m]
+    assert len(refused) == 1, messages
+    assert f"data folder {local}" in refused[0] and f"run's data folder {env['ADU_DATA_DIR']}" in refused[0]
+    assert "mount the same shared volume" in refused[0]
+    assert not any("STEP_START" in m or "Started execution of step" in m for m in messages)
+    assert not list(local.rglob("*.parquet")) and not list(Path(env["ADU_DATA_DIR"]).rglob("*.parquet"))

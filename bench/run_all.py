@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["bench_export", "bench_upsert", "bench_api", "bench_checks", "bench_sensor"]
+BENCHES = ["bench_export", "bench_upsert", "bench_api", "bench_checks", "bench_sensor", "bench_celery"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ def make_source(pg: PgServer, rows_per_day: int) -> None:
             conn.execute(
                 f"CREATE TABLE {t} AS SELECT g AS id, TIMESTAMPTZ '2026-03-01 00:00:00+00' + "
                 f"(g % 2) * INTERVAL '1 day' + (g % 1440) * INTERVAL '1 minute' AS ts, "
-                f"(g * 7919) % 100000 / 100.0 AS amount, md5(g::text) AS note "
+                f"(g::bigint * 7919) % 100000 / 100.0 AS amount, md5(g::text) AS note "
                 f"FROM generate_series(1, {2 * rows_per_day}) g"
             )
             conn.execute(f"CREATE INDEX ON {t} (ts)")

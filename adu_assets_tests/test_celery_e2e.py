@@ -360,9 +360,23 @@ def test_worker_on_another_data_folder_refuses_the_step(
     try:
         wait_for_workers(env, [log], [worker])
         proc = subprocess.run(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
-             "--select", "alpha/public/orders", "--partition", PARTITIONS[0]],
-            env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "adu_assets.definitions",
+                "--select",
+                "alpha/public/orders",
+                "--partition",
+                PARTITIONS[0],
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
         )
     finally:
         stop(worker)

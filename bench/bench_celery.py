@@ -62,8 +62,11 @@ def environment(pg: PgServer, redis: RedisServer, work: Path, round_name: str) -
                 "storage": {
                     "postgres": {
                         "postgres_db": {
-                            "hostname": pg.host, "port": pg.port, "username": pg.user,
-                            "password": {"env": "DAGSTER_PG_PASSWORD"}, "db_name": f"hist_{round_name}",
+                            "hostname": pg.host,
+                            "port": pg.port,
+                            "username": pg.user,
+                            "password": {"env": "DAGSTER_PG_PASSWORD"},
+                            "db_name": f"hist_{round_name}",
                             "scheme": "postgresql+psycopg2",
                         }
                     }
@@ -80,8 +83,15 @@ def environment(pg: PgServer, redis: RedisServer, work: Path, round_name: str) -
         (defs / "bench").mkdir(parents=True)
         attributes = {
             "name": "bench",
-            "connection": {"kind": "postgres", "host": pg.host, "port": pg.port, "database": "bench_src",
-                           "user": pg.user, "password_env": "BENCH_PG_PASSWORD", "max_parallel": 6},
+            "connection": {
+                "kind": "postgres",
+                "host": pg.host,
+                "port": pg.port,
+                "database": "bench_src",
+                "user": pg.user,
+                "password_env": "BENCH_PG_PASSWORD",
+                "max_parallel": 6,
+            },
             "schema": "public",
             "start_date": PARTITIONS[0],
             "tables": [{"name": t, "incremental_column": "ts"} for t in TABLES],
@@ -93,9 +103,14 @@ def environment(pg: PgServer, redis: RedisServer, work: Path, round_name: str) -
     data.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ADU_", "DAGSTER_"))}
     env.update(
-        DAGSTER_HOME=str(home), DAGSTER_DISABLE_TELEMETRY="1", DAGSTER_PG_PASSWORD=pg.password,
-        BENCH_PG_PASSWORD=pg.password, PGPASSWORD=pg.password,
-        ADU_DEFS_DIR=str(defs), ADU_STATE_DIR=str(work / "state"), ADU_DATA_DIR=str(data),
+        DAGSTER_HOME=str(home),
+        DAGSTER_DISABLE_TELEMETRY="1",
+        DAGSTER_PG_PASSWORD=pg.password,
+        BENCH_PG_PASSWORD=pg.password,
+        PGPASSWORD=pg.password,
+        ADU_DEFS_DIR=str(defs),
+        ADU_STATE_DIR=str(work / "state"),
+        ADU_DATA_DIR=str(data),
         ADU_WAREHOUSE_CATALOG=f"postgresql://{pg.user}@{pg.host}:{pg.port}/cat_{round_name}",
         ADU_CELERY_BROKER=redis.url(),
         PYTHONPATH=str(Path(__file__).resolve().parents[1]),
@@ -108,16 +123,23 @@ def start_workers(env: dict[str, str], n: int, work: Path) -> list[subprocess.Po
     for i in range(n):
         log = work / f"worker_{n}_{i}.log"
         with open(log, "wb") as fh:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-c", CLI, "worker", "--concurrency", "1", "--name", f"bench{n}-{i}"],
-                env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", CLI, "worker", "--concurrency", "1", "--name", f"bench{n}-{i}"],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         logs.append(log)
     deadline = time.monotonic() + 180
     while not all("ready." in log.read_text(errors="replace") for log in logs):
         if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
             stop(procs)
-            raise RuntimeError("workers did not start:\n" + "\n".join(log.read_text()[-1500:] for log in logs))
+            raise RuntimeError(
+                "workers did not start:\n" + "\n".join(log.read_text()[-1500:] for log in logs)
+            )
         time.sleep(0.5)
     return procs
 
@@ -138,9 +160,22 @@ def run_both_partitions(env: dict[str, str]) -> float:
     start = time.perf_counter()
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
-             "--select", "*", "--partition", p],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "asset",
+                "materialize",
+                "-m",
+                "adu_assets.definitions",
+                "--select",
+                "*",
+                "--partition",
+                p,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
         for p in PARTITIONS
     ]
@@ -155,7 +190,9 @@ def landed_rows(env: dict[str, str]) -> int:
     from adu_assets.warehouse import LandingStore, connect
 
     with connect(LandingStore(data_dir=env["ADU_DATA_DIR"])) as con:
-        return sum(int(con.execute(f'SELECT count(*) FROM "bench_public"."{t}"').fetchone()[0]) for t in TABLES)
+        return sum(
+            int(con.execute(f'SELECT count(*) FROM "bench_public"."{t}"').fetchone()[0]) for t in TABLES
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,13 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true")
     args = parser.parse_args(argv)
     rows_per_day = 2_000 if args.small else 200_000
-    with tempfile.TemporaryDirectory(prefix="adu-bench-celery-") as tmp, running_postgres() as pg, \
-            running_redis() as redis:
+    with (
+        tempfile.TemporaryDirectory(prefix="adu-bench-celery-") as tmp,
+        running_postgres() as pg,
+        running_redis() as redis,
+    ):
         work = Path(tmp)
         make_source(pg, rows_per_day)
         expected = len(TABLES) * 2 * rows_per_day
-        print(f"12 steps: {len(TABLES)} tables x {len(PARTITIONS)} partitions, {rows_per_day} rows each; "
-              f"{os.cpu_count()} cores", flush=True)
+        print(
+            f"12 steps: {len(TABLES)} tables x {len(PARTITIONS)} partitions, {rows_per_day} rows each; "
+            f"{os.cpu_count()} cores",
+            flush=True,
+        )
         times: dict[str, float] = {}
         if not args.small:
             env = environment(pg, redis, work, "inprocess")
@@ -190,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, seconds in times.items():
             print(f"{name:12s}: {seconds:7.2f} s for both runs")
         ratio = times["1 worker(s)"] / times["2 worker(s)"]
-        print(f"ratio 1 worker / 2 workers: {ratio:.3f}x (>1 means the second worker helped; "
-              f"on {os.cpu_count()} shared cores expect about 1, see the module docstring)")
+        print(
+            f"ratio 1 worker / 2 workers: {ratio:.3f}x (>1 means the second worker helped; "
+            f"on {os.cpu_count()} shared cores expect about 1, see the module docstring)"
+        )
     return 0
 
 

@@ -262,7 +262,16 @@ def _celery_executor_class() -> type:
                 f"steps go to Celery workers; they must write data folder {shared.data_dir} "
                 f"(id {shared.store_id}) and warehouse catalog {shared.catalog}"
             )
-            yield from super().execute(plan_context, execution_plan)  # type: ignore[no-untyped-call]
+            try:
+                yield from super().execute(plan_context, execution_plan)  # type: ignore[no-untyped-call]
+            finally:
+                # dagster-celery frees a step's pool slot only when a success or failure event comes back;
+                # a task that raised (a refused step, a worker killed mid-step) would hold its slot, and
+                # starve its source, until someone frees it in the UI. When the loop ends no step of this
+                # run is in flight any more, so whatever it still holds is such a leftover.
+                plan_context.instance.event_log_storage.free_concurrency_slots_for_run(
+                    plan_context.dagster_run.run_id
+                )
 
     return SharedStorageCeleryExecutor
 
@@ -338,6 +347,12 @@ def make_worker_app() -> Any:
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             _guard_step(kwargs)
             return super().__call__(*args, **kwargs)
+
+    # Celery logs each task's return value at INFO: here that is the step's serialized events, previews of
+    # landed rows included. The worker log keeps the task, its id and its duration only.
+    from celery.app import trace
+
+    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
 
     app = make_app(worker_app_args())  # type: ignore[no-untyped-call]
     create_task(app, base=GuardedStep)  # type: ignore[no-untyped-call]

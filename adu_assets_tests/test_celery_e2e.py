@@ -282,6 +282,13 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
         for w in workers:
             stop(w)
 
+    # Worker logs name each task and its duration, but carry no landed values (Celery would log each
+    # step's serialized events, row previews included).
+    full_logs = "\n".join(p.read_text(errors="replace") for p in logs)
+    assert full_logs.count("Task execute_plan[") >= 24
+    assert not any(f"{s}:{t}:" in full_logs for s in SOURCES for t in TABLES)
+    assert redis_broker.password not in full_logs
+
     # Every asset materialized, for both partitions.
     keys = [dg.AssetKey([s, "public", t]) for s in SOURCES for t in TABLES]
     with dg.DagsterInstance.get() as instance:
@@ -315,6 +322,10 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
             # 6 exports (and their schema checks, each its own step), every one seen by the storage guard.
             assert len([k for k in succeeded if not k.endswith("_schema")]) == 6, succeeded
             assert guarded == succeeded
+        # Every pool slot claimed for a step was given back when its result came home.
+        for pool in limits:
+            info = instance.event_log_storage.get_concurrency_info(pool)
+            assert info.slot_count == limits[pool] and info.claimed_slots == [], info
     # Steps ran in two distinct worker processes.
     assert {n.split("@")[0] for n in celery_nodes} == {"adu-w1", "adu-w2"}, celery_nodes
     assert len({w.split(" pid ")[1] for w in adu_workers}) >= 2, adu_workers
@@ -353,6 +364,12 @@ def test_worker_on_another_data_folder_refuses_the_step(
             monkeypatch.setenv(k, v)
     # Same catalog, but a local folder where the shared volume should be: it exists and is writable, so the
     # worker starts; the run's folder has another id, so the step is refused before it writes anything.
+    from adu_assets.automation.sensors import apply_pool_limits, merge_pool_limits
+    from adu_assets.defs_loader import load_location
+
+    limits = merge_pool_limits(load_location()[1])
+    with dg.DagsterInstance.get() as instance:
+        apply_pool_limits(instance, limits)
     local = tmp_path / "local_disk"
     local.mkdir()
     log = tmp_path / "worker.log"
@@ -389,6 +406,9 @@ def test_worker_on_another_data_folder_refuses_the_step(
             for e in instance.all_logs(record.dagster_run.run_id)
             if e.dagster_event
         ]
+        # The refused step's pool slot is free again: a stray worker cannot starve a source.
+        for pool in limits:
+            assert instance.event_log_storage.get_concurrency_info(pool).claimed_slots == []
     refused = [m for m in messages if "refused step alpha__public__orders" in m]
     assert len(refused) == 1, messages
     assert f"data folder {local}" in refused[0] and f"run's data folder {env['ADU_DATA_DIR']}" in refused[0]

@@ -231,6 +231,13 @@ def check_step_storage(run_tags: Mapping[str, str], store: LandingStore | None =
             f"{expected_dir} (id {expected_id}): mount the same shared volume on every worker and set "
             f"{DATA_DIR_ENV} to it"
         )
+    if str(mine.data_dir) != expected_dir:
+        # The same volume under another path: the warehouse catalog records file paths under the run's
+        # folder, so every host must mount it at the same place.
+        raise ScaleOutError(
+            f"this worker mounts the run's data folder at {mine.data_dir}, not at {expected_dir}: mount the shared "
+            f"volume at the same path on every host and set {DATA_DIR_ENV}={expected_dir}"
+        )
     expected_catalog = run_tags.get(CATALOG_TAG, "")
     if _catalog_identity(mine.catalog) != _catalog_identity(expected_catalog):
         raise ScaleOutError(

@@ -167,6 +167,12 @@ def test_step_storage_must_be_the_runs(
     with pytest.raises(scale_out.ScaleOutError) as err:
         scale_out.check_step_storage(tags)
     assert f"data folder {local}" in str(err.value) and str(clean_env) in str(err.value)
+    # The same volume mounted under another path: the catalog's file paths would not resolve there.
+    alias = tmp_path / "same_volume_elsewhere"
+    alias.symlink_to(clean_env)
+    monkeypatch.setenv("ADU_DATA_DIR", str(alias))
+    with pytest.raises(scale_out.ScaleOutError, match=f"mounts the run's data folder at {alias}, not at"):
+        scale_out.check_step_storage(tags)
     monkeypatch.setenv("ADU_DATA_DIR", str(clean_env))
     monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "postgresql://adu:pw@catalog-host:5432/other")
     with pytest.raises(scale_out.ScaleOutError, match="is not the run's") as err:

@@ -63,12 +63,44 @@ def make_source(pg: PgServer, name: str, sleep_per_row: float) -> None:
         conn.execute(f"GRANT EXECUTE ON FUNCTION slow_read(integer) TO {READER}")
 
 
+def client_pids(ports: set[int]) -> dict[int, int]:
+    """Which local process owns each loopback TCP port (from /proc), to tell one step's two connections
+    from two steps."""
+    inodes: dict[str, int] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            if port in ports:
+                inodes[f"socket:[{fields[9]}]"] = port
+    found: dict[int, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                target = os.readlink(fd)
+                if target in inodes:
+                    found[inodes[target]] = int(proc.name)
+        except OSError:
+            continue
+    return found
+
+
 class QueryCounter:
     """Polls pg_stat_activity and keeps, per source database, the most export queries seen at once."""
 
     def __init__(self, pg: PgServer) -> None:
         self.pg = pg
         self.peak: Counter[str] = Counter()
+        self.at_peak: dict[str, list[tuple[object, ...]]] = {}
+        self.limits = {f"celery_src_{name}": limit for name, limit in SOURCES.items()}
+        self.over_limit: list[tuple[object, ...]] = []
+        self.peak_processes: Counter[str] = Counter()
         self.peak_total = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -78,13 +110,25 @@ class QueryCounter:
         with self.pg.connect() as conn:
             while not self._stop.is_set():
                 rows = conn.execute(
-                    "SELECT datname, count(*) FROM pg_stat_activity "
-                    "WHERE usename = %s AND state = 'active' GROUP BY datname",
+                    "SELECT datname, pid, client_port, left(query, 120) FROM pg_stat_activity "
+                    "WHERE usename = %s AND state = 'active'",
                     (READER,),
                 ).fetchall()
-                now = Counter({d: n for d, n in rows})
+                now = Counter(r[0] for r in rows)
                 for d, n in now.items():
-                    self.peak[d] = max(self.peak[d], n)
+                    if n > self.peak[d]:
+                        self.peak[d] = n
+                        self.at_peak[d] = [r[1:] for r in rows if r[0] == d]
+                    if n > self.limits.get(d, n):
+                        # More connections than the pool allows: are they one step's, or several steps'?
+                        owners = client_pids({int(r[2]) for r in rows if r[0] == d})
+                        self.over_limit.append(
+                            (d, n, sorted(set(owners.values())), [r[1:] for r in rows if r[0] == d])
+                        )
+                    pids = (
+                        len(set(client_pids({int(r[2]) for r in rows if r[0] == d}).values())) if n > 1 else n
+                    )
+                    self.peak_processes[d] = max(self.peak_processes[d], pids)
                 self.peak_total = max(self.peak_total, sum(now.values()))
                 self.samples += 1
                 time.sleep(0.02)
@@ -242,6 +286,11 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
     workers = [start_worker(env, f"adu-w{i + 1}", logs[i]) for i in range(2)]
     try:
         wait_for_workers(env, logs, workers)
+        for w in workers:
+            # `adu worker` became the Celery worker (same pid, so signals reach it), and `ps` shows no broker URL.
+            argv = Path(f"/proc/{w.pid}/cmdline").read_bytes().split(b"\0")
+            assert b"celery" in argv and b"worker" in argv, argv
+            assert not any(redis_broker.password.encode() in a or b"redis://" in a for a in argv), argv
         with QueryCounter(pg) as counter:
             runs = [
                 subprocess.Popen(
@@ -332,11 +381,11 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
 
     # No source saw more parallel queries than its max_parallel; and there was parallelism to limit.
     print(
-        f"peak export queries per source {dict(counter.peak)}, all sources {counter.peak_total}, {counter.samples} samples"
+        f"peak export queries per source {dict(counter.peak)}, all sources {counter.peak_total}, {counter.samples} samples; at peak {counter.at_peak}; peak client processes {dict(counter.peak_processes)}; over limit {counter.over_limit}"
     )
     assert counter.samples > 20
-    assert counter.peak["celery_src_alpha"] == 1, counter.peak
-    assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.peak
+    assert counter.peak["celery_src_alpha"] == 1, counter.at_peak
+    assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.at_peak
     assert counter.peak_total >= 2, (counter.peak, counter.peak_total)
 
     # The warehouse holds exactly the source's rows.

@@ -45,14 +45,15 @@ def defs() -> dg.Definitions:
         # The packaged demo reads databases that are generated on first use (about a second, once).
         ensure_demo_sources()
     components, pools = load_location()
+    store = LandingStore()
     return dg.Definitions.merge(
         components,
         dg.Definitions(
             # Keeps each source's Dagster pool limit equal to its YAML `max_parallel`.
             sensors=[pool_limits_sensor(merge_pool_limits(pools))] if pools else [],
             resources={
-                STORE_RESOURCE_KEY: LandingStore(),
-                TABLE_IO_MANAGER_KEY: TableLandingIOManager(),
+                STORE_RESOURCE_KEY: store,
+                TABLE_IO_MANAGER_KEY: TableLandingIOManager(store=store),
                 UPSERT_IO_MANAGER_KEY: UpsertIOManager(),
             },
             executor=executor(),

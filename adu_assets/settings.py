@@ -7,10 +7,13 @@ from pathlib import Path
 
 
 def data_root() -> Path:
-    """ADU_DATA_DIR, else a folder under DAGSTER_HOME, else ./.adu_data (see `adu_assets.warehouse`)."""
-    from adu_assets.warehouse import default_data_dir
+    """The landing store's data folder: ADU_DATA_DIR, else $DAGSTER_HOME/adu_data, else ./.adu_data.
 
-    return default_data_dir()
+    Kept for callers without the `adu_store` resource at hand; `adu_assets.warehouse.LandingStore` owns it.
+    """
+    from adu_assets.warehouse import LandingStore
+
+    return LandingStore().root()
 
 
 def expand_path(value: str) -> Path:

@@ -3,6 +3,7 @@
 import json
 import os
 import time
+from contextlib import closing
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +11,7 @@ import duckdb
 import pytest
 
 from adu_assets.components.file_drop import FileDrop
+from adu_assets.warehouse import LandingStore
 from adu_assets_tests.defs_helpers import load, write_component
 
 # Registered as adu_assets.FileDrop by the package; the module path works whether or not it is yet.
@@ -82,7 +84,7 @@ def run(d: dg.Definitions, partition: str) -> dg.ExecuteInProcessResult:
 
 
 def warehouse_rows(data: Path) -> dict[str, int]:
-    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+    with closing(LandingStore(data_dir=str(data)).connect()) as con:
         return dict(con.execute("SELECT adu_partition, count(*) FROM drops.drops GROUP BY 1").fetchall())
 
 
@@ -120,11 +122,11 @@ def test_each_file_runs_once_and_lands(env: tuple[Path, Path, dg.Definitions]) -
         [mat] = results[name].asset_materializations_for_node("drops")
         assert mat.metadata["dagster/row_count"].value == rows
         assert mat.partition == name
-        parquet = data / "parquet" / "drops" / f"adu_partition={name}" / "data.parquet"
+        parquet = data / "parquet" / "drops" / f"adu_partition={name}" / "*.parquet"
         assert duckdb.sql(f"SELECT count(*) FROM '{parquet}'").fetchone() == (rows,)
     assert warehouse_rows(data) == expected
     # events.json brought an extra column; the warehouse table grew to hold it.
-    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+    with closing(LandingStore(data_dir=str(data)).connect()) as con:
         assert con.execute("SELECT count(extra) FROM drops.drops").fetchone() == (2,)
 
     # The bad file went to quarantine with its reason, and its run failed saying so.

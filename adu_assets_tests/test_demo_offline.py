@@ -2,12 +2,13 @@
 
 import os
 import sys
+from contextlib import closing
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from adu_assets.warehouse import LandingStore
 from adu_assets_tests.netns import run_offline
 
 
@@ -24,12 +25,13 @@ def test_demo_runs_without_network(tmp_path: Path) -> None:
     log = proc.stdout + proc.stderr
     assert "RUN_SUCCESS" in log
     data = home / "adu_data"
-    orders = pq.read_table(data / "parquet/shop/main/orders/adu_partition=2026-03-01/data.parquet")
+    [orders_file] = (data / "parquet/shop/main/orders/adu_partition=2026-03-01").glob("*.parquet")
+    orders = pq.read_table(orders_file)
     assert orders.num_rows > 100
     assert {t.as_py().date().isoformat() for t in orders.column("ordered_at")} == {"2026-03-01"}
     for table in ("customers", "products"):
-        assert (data / f"parquet/shop/main/{table}/adu_partition=2026-03-01/data.parquet").exists()
+        assert list((data / f"parquet/shop/main/{table}/adu_partition=2026-03-01").glob("*.parquet"))
     for table in ("warehouses", "stock_levels"):
-        assert (data / f"parquet/inventory/main/{table}/adu_partition=2026-03-01/data.parquet").exists()
-    with duckdb.connect(str(data / "warehouse.duckdb"), read_only=True) as con:
+        assert list((data / f"parquet/inventory/main/{table}/adu_partition=2026-03-01").glob("*.parquet"))
+    with closing(LandingStore(data_dir=str(data)).connect()) as con:
         assert con.execute("SELECT count(*) FROM shop_main.orders").fetchone() == (orders.num_rows,)

@@ -2,11 +2,12 @@
 
 Everything is measured in one run, so only ratios are reported:
   floor        psql: COPY (SELECT * FROM lineitem) TO STDOUT (FORMAT binary) > /dev/null
-  parquet      our export path (open_table_stream + land), Parquet only, in a fresh process
-  parquet+duckdb  the same, landing in the DuckDB warehouse as well
+  parquet      our export path (open_table_stream + land), `destinations: [parquet]`, in a fresh process
+  parquet+duckdb  the same with `[parquet, duckdb]`: the Parquet files registered in the DuckLake warehouse in
+               one commit (every destination list lands that way now; the two show what registering costs)
   dagster      `dagster asset materialize` of the same table, of a 100-row table, and of a trivial asset
                in an empty project (Dagster's own fixed start-up, paid by any project)
-Goals (PERFORMANCE.md): parquet <= 1.25x floor with peak RSS <= 600 MB; parquet+duckdb <= 1.5x;
+Goals (PERFORMANCE.md): parquet <= 1.25x floor with peak RSS <= 600 MB; parquet+duckdb <= 1.10x (same RSS);
 small table <= 2x the trivial asset; lineitem <= 1.3x (direct export + fixed start-up).
 
     python -m bench.bench_export            # scale factor 1 (6M rows), a few minutes
@@ -183,19 +184,26 @@ def main(argv: list[str] | None = None) -> int:
         time_raw_copy(pg)  # warm the cache so every method reads from shared buffers / page cache
         floor = min(time_raw_copy(pg) for _ in range(repeat))
         results: dict[str, dict[str, float]] = {}
-        for dest in ("parquet", "parquet,duckdb"):
-            runs = [run_child(cfg, dest, work / f"out_{dest.replace(',', '_')}_{i}", env) for i in range(repeat)]
-            best = min(runs, key=lambda r: r["seconds"])
-            best["rss_mb"] = max(r["rss_mb"] for r in runs)
+        runs: dict[str, list[dict[str, float]]] = {"parquet": [], "parquet,duckdb": []}
+        # Interleaved, so that load from other processes on the machine hits both alike.
+        for i in range(repeat):
+            for dest in runs:
+                runs[dest].append(run_child(cfg, dest, work / f"out_{dest.replace(',', '_')}_{i}", env))
+        for dest, done in runs.items():
+            best = min(done, key=lambda r: r["seconds"])
+            best["rss_mb"] = max(r["rss_mb"] for r in done)
             results[dest] = best
         direct = results["parquet"]["wall"]
         cli = time_dagster(work / "dg", env, repeat)
 
     print(f"raw COPY binary -> /dev/null : {floor:8.2f} s   (floor)")
     for dest, r in results.items():
-        goal = 1.25 if dest == "parquet" else 1.5
+        goal = 1.25 if dest == "parquet" else 1.10
         print(f"export -> {dest:15s}: {r['seconds']:8.2f} s   ratio {r['seconds'] / floor:5.2f}x "
               f"(goal <= {goal}x)   peak RSS {r['rss_mb']:.0f} MB (goal <= 600 MB)")
+    both, alone = results["parquet,duckdb"]["seconds"], results["parquet"]["seconds"]
+    print(f"parquet + warehouse vs parquet only, same run: {both / floor:5.2f}x vs {alone / floor:5.2f}x raw COPY "
+          f"(warehouse commit adds {both - alone:+.2f} s)")
     print(f"dagster CLI, trivial asset : {cli['trivial']:8.2f} s   (Dagster's fixed start-up, empty project)")
     print(f"dagster CLI, 100-row table : {cli['small']:8.2f} s   ratio {cli['small'] / cli['trivial']:5.2f}x "
           "the trivial asset (goal <= 2x)")

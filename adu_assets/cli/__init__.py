@@ -5,15 +5,16 @@ adu secrets encrypt [--stdin]       encrypt a password (prompted, or from stdin)
 adu secrets rotate TOKEN            re-encrypt a token under the newest key
 adu refresh-state                   re-run table discovery for every DatabaseExport and cache it
 adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize the demo for one day
+adu sql "SELECT ..."                query the warehouse (read-only, one snapshot)
 adu worker [--concurrency N]        a Celery worker for ADU_EXECUTOR=celery (see adu_assets/scale_out.py)
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import asyncio
 import getpass
+import importlib
 import os
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = ["worker"]
+COMMAND_MODULES: list[str] = ["sql", "worker"]
 
 
 def main(argv: list[str] | None = None) -> int:

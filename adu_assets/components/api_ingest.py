@@ -88,19 +88,17 @@ class ApiIngest(dg.Component, dg.Resolvable, dg.Model):
         if cfg.drift is None and not self.profile:
             return []
         from adu_assets.checks.asset_checks import build_table_checks
-        from adu_assets.io_managers.tables import landed_frame, previous_landed_frame
+        from adu_assets.io_managers.tables import previous_parquet_tree, scan_parquet_tree
         from adu_assets.settings import data_root
 
         key = dg.AssetKey([self.name])
         partitions_def = self.partitions_def()
 
         def load(context: dg.AssetCheckExecutionContext) -> Any:
-            return landed_frame(data_root() / "mapped", key, ["parquet"], list(context.partition_keys))
+            return scan_parquet_tree(data_root() / "mapped", key, list(context.partition_keys))
 
         def load_previous(context: dg.AssetCheckExecutionContext) -> Any:
-            return previous_landed_frame(
-                data_root() / "mapped", key, ["parquet"], partitions_def, context.partition_keys[0]
-            )
+            return previous_parquet_tree(data_root() / "mapped", key, partitions_def, context.partition_keys[0])
 
         return build_table_checks(
             key,

@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWa
 log = logging.getLogger(__name__)
 
 TABLE_IO_MANAGER_KEY = "adu_table_io"
-Destination = Literal["parquet", "duckdb"]
+Destination = Literal["parquet", "warehouse", "duckdb"]
 
 
 class TableConfig(dg.Model):
@@ -179,8 +179,8 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
     def build_table_checks(self, cfg: TableConfig) -> list[dg.AssetChecksDefinition]:
         """Asset checks on the landed partition: an inferred schema check always, plus what YAML declares."""
         from adu_assets.checks.asset_checks import build_table_checks
-        from adu_assets.io_managers.tables import landed_frame, previous_landed_frame
         from adu_assets.settings import data_root
+        from adu_assets.warehouse import LandingStore
 
         key = self.asset_key(cfg.name)
         destinations = list(self.destinations)
@@ -189,11 +189,11 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
         # A range run (single-run backfill) checks every partition it landed; drift compares against
         # the partition before the range.
         def load(context: dg.AssetCheckExecutionContext) -> Any:
-            return landed_frame(data_root(), key, destinations, list(context.partition_keys))
+            return LandingStore().landed_frame(key, destinations, list(context.partition_keys))
 
         def load_previous(context: dg.AssetCheckExecutionContext) -> Any:
             first = context.partition_keys[0]
-            return previous_landed_frame(data_root(), key, destinations, partitions_def, first)
+            return LandingStore().previous_landed_frame(key, destinations, partitions_def, first)
 
         return build_table_checks(
             key,

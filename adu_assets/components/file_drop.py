@@ -8,8 +8,8 @@ partition; a file that was deleted leaves the cursor, so the cursor only grows w
 
 A file is read by DuckDB (`read_csv` / `read_json` / `read_parquet`), streaming from disk into Parquet
 without rows passing through Python, and landed with the same code as the database exports:
-  parquet/<name>/adu_partition=<file>/data.parquet  and  warehouse table "<name>"."<name>"
-where the warehouse's `adu_partition` column holds the file's path (text, not a date as for exports).
+  parquet/<name>/adu_partition=<file>/<unique>.parquet, registered in warehouse table "<name>"."<name>"
+in one commit, where `adu_partition` holds the file's path (text, not a date as for exports).
 
 A file DuckDB cannot read (bad syntax, wrong extension, a column whose type clashes with the warehouse
 table) is moved to `quarantine_folder` beside a `<file>.reason.txt`, and that file's run fails with the
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import duckdb
 
 FileFormat = Literal["auto", "csv", "json", "ndjson", "parquet"]
-Destination = Literal["parquet", "duckdb"]
+Destination = Literal["parquet", "warehouse", "duckdb"]
 
 EXTENSIONS: dict[str, str] = {
     ".csv": "csv",
@@ -259,6 +259,8 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
             self._reject(path, rel, "the file is empty", run_id)
         import duckdb
 
+        from adu_assets.io_managers.landing import WarehouseSchemaError
+
         error: str | None = None
         con = new_duckdb()
         try:
@@ -268,6 +270,8 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         # own SQL) fail the run but leave the file where it is, to be retried.
         except (duckdb.InvalidInputException, duckdb.ConversionException) as e:
             error = f"DuckDB could not read it as {fmt}: {e}"
+        except WarehouseSchemaError as e:
+            error = str(e)
         finally:
             con.close()
         if error is not None:
@@ -293,26 +297,8 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
             # The Parquet folder is named after the partition; a "/" from a sub-folder would nest it.
             partition_keys=[landing_key(rel)],
         )
-        metadata: dict[str, Any] = {}
-        parquet_files: list[Path] = []
-        if "parquet" in self.destinations:
-            metadata = land(stream, ["parquet"], root, key)
-            parquet_files = [Path(str(metadata["path"].value))]
-        if "duckdb" in self.destinations:
-            source = (
-                f"SELECT * FROM read_parquet({sql_literal(str(parquet_files[0]))}, hive_partitioning = false)"
-                if parquet_files
-                else stream.sql
-            )
-            rows, columns, table = load_file_into_warehouse(con, source, root, key, rel)
-            metadata["dagster/table_name"] = f"{root / 'warehouse.duckdb'}:{table}"
-            metadata["warehouse_rows"] = dg.MetadataValue.int(rows)
-            if not parquet_files:
-                metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
-                metadata["dagster/column_schema"] = dg.TableSchema(
-                    columns=[dg.TableColumn(name=n, type=t) for n, t in columns]
-                )
-        return metadata
+        # One warehouse commit: the file's Parquet in the tree and its rows in the warehouse, or neither.
+        return land(stream, list(self.destinations), root, key, partition_value=rel)
 
     def _reject(self, path: Path, rel: str, reason: str, run_id: str) -> NoReturn:
         target = quarantine_file(path, self.quarantine_path() / rel, reason, run_id)
@@ -369,21 +355,6 @@ def reader_sql(path: Path, fmt: str) -> str:
     if fmt == "parquet":
         return f"read_parquet({p})"
     raise ValueError(f"unknown file format {fmt!r}")
-
-
-def load_file_into_warehouse(
-    con: "duckdb.DuckDBPyConnection", source: str, root: Path, key: dg.AssetKey, rel: str
-) -> tuple[int, list[tuple[str, str]], str]:
-    """Replace the rows of one file in the warehouse table, in one transaction.
-
-    Export partitions are dates; here the partition is the file's path, so `adu_partition` is text.
-    """
-    from adu_assets.io_managers.landing import PARTITION_COLUMN, replace_partition_rows, warehouse_table
-
-    tagged = f"SELECT *, CAST({sql_literal(rel)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({source})"
-    rows, columns = replace_partition_rows(con, root, key, tagged, f"{PARTITION_COLUMN} = {sql_literal(rel)}")
-    schema, table = warehouse_table(key)
-    return rows, columns, f"{schema}.{table}"
 
 
 def quarantine_file(path: Path, target: Path, reason: str, run_id: str) -> Path:

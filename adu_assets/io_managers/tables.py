@@ -1,4 +1,4 @@
-"""`TableLandingIOManager`: lands export streams in Parquet and/or DuckDB, and reads them back lazily."""
+"""`TableLandingIOManager`: lands export streams in the warehouse, and reads them back from a snapshot."""
 
 from __future__ import annotations
 
@@ -8,26 +8,22 @@ from typing import Any
 
 import dagster as dg
 
-from adu_assets.io_managers.landing import (
-    PARTITION_COLUMN,
-    land,
-    partition_file,
-    warehouse_path,
-    warehouse_table,
-)
+from adu_assets.io_managers.landing import PARTITION_COLUMN, land, partition_file, warehouse_table
 from adu_assets.secrets import scrub_exception
-from adu_assets.settings import data_root
-from adu_assets.sources.catalog import quote_ident
+from adu_assets.sources.catalog import quote_ident, quote_literal
 from adu_assets.sources.databases import TableStream
+from adu_assets.warehouse import READ_ALIAS, LandingStore
+
+# A read that planned on a snapshot whose files a writer retired meanwhile (retention_days = 0) fails with
+# a missing file; the same read on a fresh snapshot succeeds.
+_VANISHED = ("no such file", "could not open file", "no files found", "cannot open file")
+READ_ATTEMPTS = 4
 
 
 class TableLandingIOManager(dg.ConfigurableIOManager):
-    """Writes each partition atomically; `load_input` returns a polars LazyFrame over the landed data."""
+    """Lands each output as one warehouse commit; `load_input` returns a polars LazyFrame of the landed rows."""
 
-    data_dir: str | None = None
-
-    def root(self) -> Path:
-        return Path(self.data_dir) if self.data_dir else data_root()
+    store: LandingStore
 
     def handle_output(self, context: dg.OutputContext, obj: TableStream) -> None:
         if not isinstance(obj, TableStream):
@@ -37,7 +33,7 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         destinations = list(context.definition_metadata.get("adu/destinations") or ["parquet"])
         key = context.asset_key
         try:
-            metadata = land(obj, destinations, self.root(), key)
+            metadata = land(obj, destinations, self.store, key)
         except Exception as e:
             # Re-raised without its cause, so an unscrubbed driver message never reaches the event log.
             raise scrub_exception(e, f"export of {key.to_user_string()} failed") from None
@@ -46,52 +42,103 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
         context.log.info(
             f"landed {metadata['dagster/row_count'].value} rows of {key.to_user_string()} in "
-            f"{', '.join(destinations)} ({metadata['duration_s'].value} s)"
+            f"{', '.join(destinations)} ({metadata['duration_s'].value} s, "
+            f"warehouse snapshot {metadata.get('warehouse_snapshot', dg.MetadataValue.int(-1)).value})"
         )
 
     def load_input(self, context: dg.InputContext) -> Any:
         partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
-        meta = context.upstream_output.definition_metadata if context.upstream_output else {}
-        destinations = list((meta or {}).get("adu/destinations") or ["parquet"])
-        return landed_frame(self.root(), context.asset_key, destinations, partitions)
+        return read_landed(self.store, context.asset_key, partitions)
 
 
-def landed_frame(root: Path, key: dg.AssetKey, destinations: Sequence[str], partitions: list[str]) -> Any:
-    """The landed rows of `partitions` (all when empty) as a polars LazyFrame: Parquet when it was a
-    destination (scanned lazily), else the warehouse table."""
+def _partition_sql(partitions: Sequence[str], column_type: str) -> str:
+    text = column_type.upper() != "DATE"
+    values = ", ".join(quote_literal(p) if text else f"DATE {quote_literal(p)}" for p in partitions)
+    return f"{PARTITION_COLUMN} IN ({values})"
+
+
+def _is_vanished(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(m in text for m in _VANISHED)
+
+
+def read_landed(store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]) -> Any:
+    """The landed rows of `partitions` (all when empty) from one warehouse snapshot, as a polars LazyFrame.
+
+    INTERVAL columns arrive as text: polars cannot import DuckDB's month/day/microsecond intervals.
+    """
     import polars as pl
 
-    if "parquet" in destinations:
-        files = (
-            [partition_file(root, key, p) for p in partitions]
-            if partitions
-            else sorted((root / "parquet" / Path(*key.path)).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
-        )
-        missing = [str(f) for f in files if not f.exists()]
-        if missing or not files:
-            raise FileNotFoundError(
-                f"{key.to_user_string()}: no landed Parquet for partitions {partitions or 'any'} "
-                f"(missing: {', '.join(missing[:3]) or 'all'}); materialize it first"
-            )
-        return pl.scan_parquet([str(f) for f in files])
-    import duckdb
-
     schema, table = warehouse_table(key)
-    with duckdb.connect(str(warehouse_path(root)), read_only=True) as con:
-        sql = f"SELECT * EXCLUDE ({PARTITION_COLUMN}) FROM {quote_ident(schema)}.{quote_ident(table)}"
-        params: list[Any] = []
-        if partitions:
-            sql += f" WHERE {PARTITION_COLUMN} IN (SELECT CAST(unnest(?) AS DATE))"
-            params.append(partitions)
-        frame = pl.from_arrow(con.execute(sql, params).arrow())
-        assert isinstance(frame, pl.DataFrame)
-        return frame.lazy()
+    con = store.connect()
+    try:
+        cols = con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() "
+            "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+            [READ_ALIAS, schema, table],
+        ).fetchall()
+        if not cols:
+            raise FileNotFoundError(
+                f"{key.to_user_string()}: no table {schema}.{table} in the warehouse ({store.catalog_label()}); "
+                "materialize it first"
+            )
+        types = {str(n): str(t) for n, t in cols}
+        where = (
+            f" WHERE {_partition_sql(partitions, types.get(PARTITION_COLUMN, 'DATE'))}" if partitions else ""
+        )
+        target = f"{quote_ident(schema)}.{quote_ident(table)}"
+        select = ", ".join(
+            f"CAST({quote_ident(n)} AS VARCHAR) AS {quote_ident(n)}"
+            if t.upper().startswith("INTERVAL")
+            else quote_ident(n)
+            for n, t in types.items()
+            if n != PARTITION_COLUMN
+        )
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                lazy = _lazy_scan(con, target, where, list(types.items()))
+                if lazy is not None:
+                    return lazy
+                arrow = con.execute(f"SELECT {select} FROM {target}{where}").fetch_arrow_table()
+                break
+            except Exception as e:
+                if attempt == READ_ATTEMPTS or not _is_vanished(e):
+                    raise
+    finally:
+        con.close()
+    frame = pl.from_arrow(arrow)
+    assert isinstance(frame, pl.DataFrame)
+    return frame.lazy()
 
 
-def previous_landed_frame(
-    root: Path,
+def _lazy_scan(con: Any, target: str, where: str, columns: list[tuple[str, str]]) -> Any:
+    """A lazy polars scan of the snapshot's files for these rows, when they can be read as they are.
+
+    Checks mostly need the schema (the file footers) or a row count; reading a large partition into memory
+    for that would cost its whole size. The files are immutable, so scanning them later reads the snapshot
+    of now, unless a later write of the same partition retired them (retention_days = 0): the check then
+    fails and can be re-run. Falls back (None) when the files differ from the table (after a schema change)
+    or hold INTERVAL columns (polars cannot read them).
+    """
+    import polars as pl
+
+    if any(t.upper().startswith("INTERVAL") for _, t in columns):
+        return None
+    files = [
+        str(r[0]) for r in con.execute(f"SELECT DISTINCT filename FROM {target}{where} ORDER BY 1").fetchall()
+    ]
+    if not files:
+        return None
+    for f in files:
+        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote_literal(f)})").fetchall()
+        if [(str(r[0]), str(r[1])) for r in described] != columns:
+            return None
+    return pl.scan_parquet(files).drop(PARTITION_COLUMN)
+
+
+def read_previous_landed(
+    store: LandingStore,
     key: dg.AssetKey,
-    destinations: Sequence[str],
     partitions_def: dg.PartitionsDefinition,
     partition: str,
     *,
@@ -103,11 +150,87 @@ def previous_landed_frame(
         index = keys.index(partition)
     except ValueError:
         return None
+    candidates = keys[max(0, index - look_back) : index]
+    if not candidates:
+        return None
+    schema, table = warehouse_table(key)
+    con = store.connect()
+    try:
+        row = con.execute(
+            "SELECT data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
+            "AND table_name = ? AND column_name = ?",
+            [READ_ALIAS, schema, table, PARTITION_COLUMN],
+        ).fetchone()
+        if row is None:
+            return None
+        present = {
+            str(r[0])
+            for r in con.execute(
+                f"SELECT DISTINCT CAST({PARTITION_COLUMN} AS VARCHAR) FROM {quote_ident(schema)}.{quote_ident(table)} "
+                f"WHERE {_partition_sql(candidates, str(row[0]))}"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+    for previous in reversed(candidates):
+        if previous in present:
+            return read_landed(store, key, [previous])
+    return None
+
+
+# --- compatibility: callers that name the data folder instead of passing the store ----------------------
+
+
+def landed_frame(root: Path, key: dg.AssetKey, destinations: Sequence[str], partitions: list[str]) -> Any:
+    """`LandingStore(data_dir=root).landed_frame(...)`; prefer the store resource."""
+    return read_landed(LandingStore(data_dir=str(root)), key, partitions)
+
+
+def previous_landed_frame(
+    root: Path,
+    key: dg.AssetKey,
+    destinations: Sequence[str],
+    partitions_def: dg.PartitionsDefinition,
+    partition: str,
+) -> Any:
+    return read_previous_landed(LandingStore(data_dir=str(root)), key, partitions_def, partition)
+
+
+# --- plain Parquet trees outside the warehouse (ApiIngest's mapped/ audit copy) -----------------------------
+
+
+def scan_parquet_tree(root: Path, key: dg.AssetKey, partitions: list[str]) -> Any:
+    """A lazy scan of `<root>/parquet/<key>/adu_partition=<p>/data.parquet` files (not a warehouse table)."""
+    import polars as pl
+
+    files = (
+        [partition_file(root, key, p) for p in partitions]
+        if partitions
+        else sorted((root / "parquet" / Path(*key.path)).glob(f"{PARTITION_COLUMN}=*/*.parquet"))
+    )
+    missing = [str(f) for f in files if not f.exists()]
+    if missing or not files:
+        raise FileNotFoundError(
+            f"{key.to_user_string()}: no Parquet for partitions {partitions or 'any'} "
+            f"(missing: {', '.join(missing[:3]) or 'all'}); materialize it first"
+        )
+    return pl.scan_parquet([str(f) for f in files])
+
+
+def previous_parquet_tree(
+    root: Path,
+    key: dg.AssetKey,
+    partitions_def: dg.PartitionsDefinition,
+    partition: str,
+    *,
+    look_back: int = 31,
+) -> Any:
+    keys = partitions_def.get_partition_keys()
+    try:
+        index = keys.index(partition)
+    except ValueError:
+        return None
     for previous in reversed(keys[max(0, index - look_back) : index]):
-        if "parquet" in destinations and not partition_file(root, key, previous).exists():
-            continue
-        try:
-            return landed_frame(root, key, destinations, [previous])
-        except (FileNotFoundError, OSError):
-            continue
+        if partition_file(root, key, previous).exists():
+            return scan_parquet_tree(root, key, [previous])
     return None

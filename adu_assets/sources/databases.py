@@ -35,6 +35,7 @@ SOURCE_ALIAS = "src"
 _EXTENSION_PACKAGES = {
     "postgres": "duckdb_extension_postgres_scanner",
     "sqlite": "duckdb_extension_sqlite_scanner",
+    "ducklake": "duckdb_extension_ducklake",
 }
 
 # Source types that arrive in DuckDB as VARCHAR without losing anything.

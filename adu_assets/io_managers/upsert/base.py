@@ -50,7 +50,6 @@ from pydantic import Field, model_validator
 
 from adu_assets.model_bounds import require_at_least
 from adu_assets.secrets import redact
-from adu_assets.settings import data_root
 from adu_assets.sources.connection import ConnectionConfig
 
 RN = "__adu_rn"  # the row's offset inside its batch; every reject is traced back to the input through it
@@ -358,7 +357,9 @@ def precheck(batch: pa.Table, plan: Plan) -> tuple[Rejects, np.ndarray]:
 
 
 def errors_root() -> Path:
-    return data_root()
+    from adu_assets.warehouse import LandingStore
+
+    return LandingStore().root()
 
 
 def _jsonable(v: Any) -> Any:

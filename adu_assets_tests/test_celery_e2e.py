@@ -388,7 +388,13 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
     assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.at_peak
     assert counter.peak_total >= 2, (counter.peak, counter.peak_total)
 
-    # The warehouse holds exactly the source's rows.
+    # The warehouse is the DuckLake whose catalog is in PostgreSQL (no embedded catalog was made) ...
+    assert not list(Path(env["ADU_DATA_DIR"]).glob("*.sqlite"))
+    with pg.connect("celery_catalog") as catalog:
+        live = catalog.execute("SELECT table_name FROM ducklake_table WHERE end_snapshot IS NULL").fetchall()
+    assert sorted(t for (t,) in live) == sorted(TABLES * len(SOURCES))
+
+    # ... and it holds exactly the source's rows.
     from adu_assets.warehouse import LandingStore, connect
 
     with connect(LandingStore(data_dir=env["ADU_DATA_DIR"])) as con:

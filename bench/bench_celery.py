@@ -189,7 +189,10 @@ def run_both_partitions(env: dict[str, str]) -> float:
 def landed_rows(env: dict[str, str]) -> int:
     from adu_assets.warehouse import LandingStore, connect
 
-    with connect(LandingStore(data_dir=env["ADU_DATA_DIR"])) as con:
+    # The catalog's password travels in PGPASSWORD, as for the runs.
+    os.environ["PGPASSWORD"] = env["PGPASSWORD"]
+    store = LandingStore(data_dir=env["ADU_DATA_DIR"], catalog=env["ADU_WAREHOUSE_CATALOG"])
+    with connect(store) as con:
         return sum(
             int(con.execute(f'SELECT count(*) FROM "bench_public"."{t}"').fetchone()[0]) for t in TABLES
         )

@@ -269,16 +269,25 @@ def _celery_executor_class() -> type:
                 f"steps go to Celery workers; they must write data folder {shared.data_dir} "
                 f"(id {shared.store_id}) and warehouse catalog {shared.catalog}"
             )
+            # dagster-celery frees a step's pool slot only when a success or failure event comes back; a
+            # task that raised (a refused step, a worker killed mid-step) would hold its slot, and starve its
+            # source, until someone frees it in the UI. Once the loop has finished, or stopped on such step
+            # errors, no step of this run is in flight, so what the run still holds is a leftover. On any
+            # other exception (the broker lost) steps may still run on workers: their slots stay claimed.
+            from dagster._core.errors import DagsterSubprocessError
+
             try:
                 yield from super().execute(plan_context, execution_plan)  # type: ignore[no-untyped-call]
-            finally:
-                # dagster-celery frees a step's pool slot only when a success or failure event comes back;
-                # a task that raised (a refused step, a worker killed mid-step) would hold its slot, and
-                # starve its source, until someone frees it in the UI. When the loop ends no step of this
-                # run is in flight any more, so whatever it still holds is such a leftover.
-                plan_context.instance.event_log_storage.free_concurrency_slots_for_run(
-                    plan_context.dagster_run.run_id
-                )
+            except DagsterSubprocessError:
+                self._free_leftover_slots(plan_context)
+                raise
+            self._free_leftover_slots(plan_context)
+
+        @staticmethod
+        def _free_leftover_slots(plan_context: PlanOrchestrationContext) -> None:
+            plan_context.instance.event_log_storage.free_concurrency_slots_for_run(
+                plan_context.dagster_run.run_id
+            )
 
     return SharedStorageCeleryExecutor
 

@@ -470,3 +470,34 @@ def test_worker_on_another_data_folder_refuses_the_step(
     assert "mount the same shared volume" in refused[0]
     assert not any("STEP_START" in m or "Started execution of step" in m for m in messages)
     assert not list(local.rglob("*.parquet")) and not list(Path(env["ADU_DATA_DIR"]).rglob("*.parquet"))
+
+
+def test_run_on_the_embedded_catalog_fails_at_its_start(scale_out_env: dict[str, str]) -> None:
+    # The code server left on the default (SQLite) catalog: no step may go to a worker, which would
+    # write a warehouse this host's catalog never sees. No worker runs: nothing is sent to the broker.
+    env = {k: v for k, v in scale_out_env.items() if k != "ADU_WAREHOUSE_CATALOG"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "adu_assets.definitions",
+            "--select",
+            "alpha/public/orders",
+            "--partition",
+            PARTITIONS[0],
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "the warehouse is the embedded SQLite catalog" in output, output[-3000:]
+    assert "ADU_WAREHOUSE_CATALOG=postgresql://" in output
+    assert "Submitting celery task" not in output
+    assert not list(Path(env["ADU_DATA_DIR"]).rglob("*.parquet"))

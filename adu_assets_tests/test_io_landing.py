@@ -207,3 +207,15 @@ def test_text_partition_of_a_dropped_file(tmp_path: Path) -> None:
     assert warehouse_rows(tmp_path, "SELECT adu_partition, count(*) FROM drops.drops GROUP BY 1 ORDER BY 1") == [
         ("a/x.csv", 1), ("b.csv", 3)]
     assert sorted(p.parent.name for p in landed_files(tmp_path, key)) == ["adu_partition=a__x.csv", "adu_partition=b.csv"]
+
+
+def test_previous_landed_partition_is_drifts_reference(tmp_path: Path) -> None:
+    store = LandingStore(data_dir=str(tmp_path))
+    days = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-10")
+    run("SELECT 1 AS id", tmp_path, ["2024-01-01"])
+    run("SELECT 3 AS id", tmp_path, ["2024-01-03"])
+    previous = store.previous_landed_frame(KEY, ["parquet"], days, "2024-01-05")
+    assert previous is not None and previous.collect()["id"].to_list() == [3]
+    assert store.previous_landed_frame(KEY, ["parquet"], days, "2024-01-01") is None
+    with pytest.raises(FileNotFoundError, match="materialize it first"):
+        store.landed_frame(dg.AssetKey(["src", "main", "never"]), ["parquet"], ["2024-01-01"])

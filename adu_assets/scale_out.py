@@ -44,7 +44,6 @@ CATALOG_TAG = "adu/warehouse_catalog"
 WORKER_METADATA = "adu/worker"
 
 _BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps", "pyamqp")
-_CATALOG_SCHEMES = ("postgresql", "postgres")
 
 
 class ScaleOutError(Exception):
@@ -145,21 +144,22 @@ def _catalog_identity(catalog: str) -> tuple[str, int, str]:
 
 
 def require_shared_catalog(store: LandingStore | None = None) -> str:
-    """The PostgreSQL catalog URL (without password); refuses the embedded SQLite catalog."""
-    catalog = warehouse_catalog(store)
-    if urlsplit(catalog).scheme.split("+")[0] not in _CATALOG_SCHEMES:
-        where = (store or LandingStore()).root()
+    """The PostgreSQL catalog (as the warehouse labels it, without password); refuses the SQLite catalog."""
+    store = store or LandingStore()
+    # The warehouse's own test, so that what passes here is what it attaches as PostgreSQL.
+    if not store.is_postgres_catalog():
+        catalog = warehouse_catalog(store)
         found = (
-            f"{CATALOG_ENV}={without_password(catalog)}"
+            f"{CATALOG_ENV}={without_password(catalog)}, a SQLite catalog file"
             if catalog
-            else f"the embedded SQLite catalog in {where}"
+            else f"the embedded SQLite catalog in {store.root()}"
         )
         raise ScaleOutError(
             f"the warehouse is {found}, which only this host can write. Steps on Celery workers need one "
             f"catalog every host reaches: set {CATALOG_ENV}=postgresql://user@db-host:5432/database (password in "
             "PGPASSWORD) for the code server and every worker"
         )
-    return without_password(catalog)
+    return store.catalog_label()
 
 
 def read_store_id(root: Path, *, create: bool) -> str | None:

@@ -352,7 +352,7 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
         for record in records:
             run = record.dagster_run
             assert run.tags["adu/data_dir"] == env["ADU_DATA_DIR"]
-            assert run.tags["adu/warehouse_catalog"] == env["ADU_WAREHOUSE_CATALOG"]
+            assert run.tags["adu/warehouse_catalog"] == f"postgresql://{pg.host}:{pg.port}/celery_catalog"
             guarded: set[str] = set()
             for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
                 event = entry.dagster_event

@@ -120,7 +120,12 @@ def test_worker_refuses_embedded_catalog(
     assert "embedded SQLite catalog" in err and str(clean_env) in err
     assert "ADU_WAREHOUSE_CATALOG=postgresql://" in err
     # A catalog that is not PostgreSQL is refused as well, with its password hidden.
-    monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "sqlite:///x:pw@/tmp/c.db")
+    monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "/nfs/adu/warehouse.sqlite")
+    assert adu_cli(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert "ADU_WAREHOUSE_CATALOG=/nfs/adu/warehouse.sqlite, a SQLite catalog file, which only this host" in err
+    # A PostgreSQL URL in a form the warehouse would not attach as PostgreSQL is refused too.
+    monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "postgresql+psycopg2://adu@catalog-host:5432/warehouse")
     assert adu_cli(["worker"]) == 2
     assert "which only this host can write" in capsys.readouterr().err
 
@@ -158,7 +163,8 @@ def test_step_storage_must_be_the_runs(
         stamped = scale_out.stamp_run(instance, run.run_id)
         tags = instance.get_run_by_id(run.run_id).tags  # type: ignore[union-attr]
     assert tags[scale_out.STORE_ID_TAG] == stamped.store_id
-    assert tags[scale_out.CATALOG_TAG] == CATALOG
+    # The warehouse's label of its catalog: host, port and database, no user or password.
+    assert tags[scale_out.CATALOG_TAG] == "postgresql://catalog-host:5432/warehouse"
     assert scale_out.check_step_storage(tags).store_id == stamped.store_id
     # The same path on another host is another disk: a different id is refused.
     local = tmp_path / "local_disk"

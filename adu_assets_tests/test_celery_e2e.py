@@ -1,4 +1,5 @@
-"""Scale-out end to end: a real redis-server broker, two `adu worker` processes, a real PostgreSQL source.
+"""Scale-out end to end: a real redis-server broker, two `adu worker` processes, a real PostgreSQL source,
+Dagster's history in PostgreSQL, and the DuckLake warehouse with its catalog in PostgreSQL.
 
 Two source databases (alpha: `max_parallel: 1`, beta: `max_parallel: 2`) with 3 tables each are exported for
 2 daily partitions: two runs (one per partition, started at once as two `dagster asset materialize`), so

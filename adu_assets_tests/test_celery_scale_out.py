@@ -123,7 +123,9 @@ def test_worker_refuses_embedded_catalog(
     monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "/nfs/adu/warehouse.sqlite")
     assert adu_cli(["worker"]) == 2
     err = capsys.readouterr().err
-    assert "ADU_WAREHOUSE_CATALOG=/nfs/adu/warehouse.sqlite, a SQLite catalog file, which only this host" in err
+    assert (
+        "ADU_WAREHOUSE_CATALOG=/nfs/adu/warehouse.sqlite, a SQLite catalog file, which only this host" in err
+    )
     # A PostgreSQL URL in a form the warehouse would not attach as PostgreSQL is refused too.
     monkeypatch.setenv("ADU_WAREHOUSE_CATALOG", "postgresql+psycopg2://adu@catalog-host:5432/warehouse")
     assert adu_cli(["worker"]) == 2

@@ -26,6 +26,11 @@ def executor() -> dg.ExecutorDefinition:
     # Measured on 2 cores: 10 no-op assets took 3.9 s in-process and 19-27 s with the multiprocess executor,
     # and each export already uses every core inside DuckDB. So in-process is the default; set
     # ADU_MAX_CONCURRENT > 1 to run steps in parallel processes (bounded further by per-source pools).
+    # ADU_EXECUTOR=celery sends steps to `adu worker` processes on other hosts (see adu_assets/scale_out.py).
+    from adu_assets.scale_out import celery_executor, executor_kind
+
+    if executor_kind() == "celery":
+        return celery_executor()
     n = int(os.environ.get("ADU_MAX_CONCURRENT", "1"))
     if n <= 1:
         return dg.in_process_executor

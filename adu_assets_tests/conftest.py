@@ -73,3 +73,14 @@ def pg_connection_yaml(pg: PgServer, database: str, password_env: str = "ADU_TES
 def pg_password_env(pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("ADU_TEST_PG_PASSWORD", pg.password)
     return "ADU_TEST_PG_PASSWORD"
+
+
+# Celery broker for the scale-out tests (adu_assets_tests/test_celery_*.py).
+from adu_assets_tests.redis_server import RedisServer, running_redis  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def redis_broker() -> Iterator[RedisServer]:
+    """One real redis-server (the Celery broker) for the whole session, on a loopback port."""
+    with running_redis() as server:
+        yield server

@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and print their ratio lines.
 
-    python -m bench.run_all           # full size (minutes; lineitem SF1, 1.5M-row upsert, ...)
-    python -m bench.run_all --small   # CI size: proves the benchmarks still run; ratios are noisy at this scale
+python -m bench.run_all           # full size (minutes; lineitem SF1, 1.5M-row upsert, ...)
+python -m bench.run_all --small   # CI size: proves the benchmarks still run; ratios are noisy at this scale
 """
 
 import argparse
@@ -10,7 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-BENCHES = ["bench_export", "bench_upsert", "bench_api", "bench_checks", "bench_sensor", "bench_defs"]
+BENCHES = [
+    "bench_export",
+    "bench_upsert",
+    "bench_api",
+    "bench_checks",
+    "bench_sensor",
+    "bench_defs",
+    "bench_celery",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ adu demo [--partition YYYY-MM-DD]   generate the demo sources and materialize th
 adu sql "SELECT ..."                query the warehouse (read-only, one snapshot)
 adu preview PATH/defs.yaml          fetch one page of an API task; print its fields and suggested mappings
 adu test-connection PATH/defs.yaml  open every source and destination the file names; ok or the reason
+adu worker [--concurrency N]        a Celery worker for ADU_EXECUTOR=celery (see adu_assets/scale_out.py)
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 # One module per command group (adu_assets/cli/<name>.py); add yours here.
-COMMAND_MODULES: list[str] = ["sql", "validate", "preview", "test_connection"]
+COMMAND_MODULES: list[str] = ["sql", "validate", "preview", "test_connection", "worker"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,10 @@ import dagster as dg
 
 from adu_assets.automation.sensors import merge_pool_limits, pool_limits_sensor
 from adu_assets.components.api_ingest import UPSERT_IO_MANAGER_KEY
-from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
 from adu_assets.defs_loader import DEFS_DIR_ENV, load_location, problem_sensors
-from adu_assets.io_managers.tables import TableLandingIOManager
+from adu_assets.io_managers.tables import landing_resources
 from adu_assets.io_managers.upsert.io_manager import UpsertIOManager
 from adu_assets.secrets import install_log_redaction
-from adu_assets.warehouse import STORE_RESOURCE_KEY, LandingStore
 
 # Dagster flags backfill policies and code references as beta; they are the documented 1.13 way, so the
 # warnings would only bury real messages in every run's log.
@@ -56,7 +54,6 @@ def defs() -> dg.Definitions:
             + "\n".join(str(p) for p in location.problems)
         )
     pools = location.pools
-    store = LandingStore()
     return dg.Definitions.merge(
         location.defs,
         dg.Definitions(
@@ -64,8 +61,8 @@ def defs() -> dg.Definitions:
             sensors=([pool_limits_sensor(merge_pool_limits(pools))] if pools else [])
             + problem_sensors(location.problems),
             resources={
-                STORE_RESOURCE_KEY: store,
-                TABLE_IO_MANAGER_KEY: TableLandingIOManager(store=store),
+                # The same objects the DatabaseExport components carry (Definitions.merge needs that).
+                **landing_resources(),
                 UPSERT_IO_MANAGER_KEY: UpsertIOManager(),
             },
             executor=executor(),

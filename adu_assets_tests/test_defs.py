@@ -93,3 +93,22 @@ def test_dagster_definitions_validate_cli(dagster_home: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_components_load_and_run_without_definitions_py(dagster_home: Path) -> None:
+    """`dg.components.load_defs(adu_assets.defs)` alone is a working code location: the components carry
+    the landing store and the table IO manager, so an export lands in the warehouse without definitions.py."""
+    import adu_assets.defs
+    from adu_assets.demo import ensure_demo_sources
+    from adu_assets.warehouse import connect
+
+    ensure_demo_sources()
+    d = dg.components.load_defs(adu_assets.defs, project_root=REPO)
+    key = dg.AssetKey(["shop", "main", "customers"])
+    result = d.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=dg.DagsterInstance.get(), asset_selection=[key], partition_key="2026-03-01"
+    )
+    assert result.success
+    with connect() as con:
+        row = con.execute("SELECT count(*) FROM shop_main.customers").fetchone()
+    assert row is not None and row[0] == 2000

@@ -195,8 +195,10 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             checks = self.build_table_checks(cfg)
             assets.append(self.build_table_asset(cfg, by_name.get(cfg.name), checks))
             separate_checks.extend(checks.separate)
+        from adu_assets.io_managers.tables import landing_resources
+
         return dg.Definitions.merge(
-            dg.Definitions(assets=assets, asset_checks=separate_checks),
+            dg.Definitions(assets=assets, asset_checks=separate_checks, resources=landing_resources()),
             self.build_automation(configs, assets),
         )
 

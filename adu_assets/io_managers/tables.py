@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,21 @@ from adu_assets.warehouse import READ_ALIAS, LandingStore
 _VANISHED = ("no such file", "could not open file", "no files found", "cannot open file")
 READ_ATTEMPTS = 4
 
+
+
+@functools.cache
+def landing_resources() -> dict[str, Any]:
+    """The landing store (`adu_store`) and the table IO manager, one instance of each per process.
+
+    Every DatabaseExport's definitions carry them, so `dg.components.load_defs(adu_assets.defs)` runs
+    without definitions.py; being the same objects, Definitions.merge accepts them from every component.
+    Building them reads nothing: paths and the catalog are resolved from the environment when used.
+    """
+    from adu_assets.components.database_export import TABLE_IO_MANAGER_KEY
+    from adu_assets.warehouse import STORE_RESOURCE_KEY
+
+    store = LandingStore()
+    return {STORE_RESOURCE_KEY: store, TABLE_IO_MANAGER_KEY: TableLandingIOManager(store=store)}
 
 class TableLandingIOManager(dg.ConfigurableIOManager):
     """Lands each output as one warehouse commit; `load_input` returns a polars LazyFrame of the landed rows."""

@@ -4,6 +4,7 @@ junk columns. Files that are fine, or whose dialect is declared, still land."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -132,3 +133,20 @@ def test_declared_dialect_is_used_and_still_checked(
     assert not results["b_wrong.csv"].success
     text = failure_text(results["b_wrong.csv"])
     assert "delimiter ';'" in text and "line 2: Expected Number of Columns: 3 Found: 2" in text
+
+
+def test_file_name_with_glob_characters_reads_only_itself(
+    tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB takes `x[1].csv` for a pattern matching x1.csv: the file must be read under a plain alias.
+    inbox, d = setup(tmp_path, monkeypatch)
+    results = land_files(
+        d,
+        inbox,
+        {"x1.csv": "id,name\n1,plain\n", "x[1].csv": "id,name\n2,bracket\n3,bracket\n"},
+    )
+    assert results["x[1].csv"].success and results["x1.csv"].success
+    with LandingStore(data_dir=str(tmp_path / "data")).connect() as con:
+        rows = con.execute('SELECT adu_partition, id, name FROM "drops"."drops" ORDER BY id').fetchall()
+    assert rows == [("x1.csv", 1, "plain"), ("x[1].csv", 2, "bracket"), ("x[1].csv", 3, "bracket")]
+    assert not list(Path(tempfile.gettempdir()).glob("adu-drop-*"))

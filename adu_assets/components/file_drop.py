@@ -16,7 +16,9 @@ table) is moved to `quarantine_folder` beside a `<file>.reason.txt`, and that fi
 reason. Other files are separate runs and go on. To retry a quarantined file, fix it and drop it again.
 """
 
+import os
 import shutil
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,11 +291,13 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         error: str | None = None
         con = new_duckdb()
         csv_options: dict[str, Any] | None = None
+        # DuckDB reads a path holding * ? [ as a pattern: `x[1].csv` would read x1.csv instead.
+        read_path = readable_alias(path)
         try:
             if fmt == "csv":
-                csv_options, error = csv_dialect(con, path, self.csv or CsvDialect(), self.name)
+                csv_options, error = csv_dialect(con, read_path, self.csv or CsvDialect(), self.name)
             if error is None:
-                metadata = self._land(con, path, rel, fmt, csv_options)
+                metadata = self._land(con, read_path, rel, fmt, csv_options)
         # What the file itself can cause: bad syntax or encoding, or values that do not fit the column
         # types (of the file, or of the warehouse table earlier files made). Other errors (disk, lock, our
         # own SQL) fail the run but leave the file where it is, to be retried. Landing is all or nothing
@@ -308,9 +312,11 @@ class FileDrop(dg.Component, dg.Resolvable, dg.Model):
         try:
             if error is not None and csv_options:
                 # Only now pay for a second pass over the file: which lines do not fit, and why.
-                error = csv_bad_lines(con, path, csv_options, self.name) or error
+                error = csv_bad_lines(con, read_path, csv_options, self.name) or error
         finally:
             con.close()
+            if read_path != path:
+                shutil.rmtree(read_path.parent, ignore_errors=True)
         if error is not None:
             # Outside the except block, so the DuckDB traceback is not chained into the event log as well.
             self._reject(path, rel, error, run_id)
@@ -388,6 +394,23 @@ def sql_literal(value: str) -> str:
     from adu_assets.sources.catalog import quote_literal
 
     return quote_literal(value)
+
+
+_GLOB_CHARS = ("*", "?", "[", "{")
+
+
+def readable_alias(path: Path) -> Path:
+    """`path`, or a hard link to it (a copy across file systems) under a name DuckDB cannot take for a
+    glob pattern; the caller removes the alias's folder."""
+    if not any(c in str(path) for c in _GLOB_CHARS):
+        return path
+    folder = Path(tempfile.mkdtemp(prefix="adu-drop-"))
+    alias = folder / ("file" + "".join(x for x in path.suffixes[-2:] if not any(c in x for c in _GLOB_CHARS)))
+    try:
+        os.link(path, alias)
+    except OSError:
+        shutil.copyfile(path, alias)
+    return alias
 
 
 def reader_sql(path: Path, fmt: str, csv_options: dict[str, Any] | None = None) -> str:

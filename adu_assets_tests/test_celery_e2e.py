@@ -276,7 +276,7 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
     from adu_assets.automation.sensors import apply_pool_limits, merge_pool_limits
     from adu_assets.defs_loader import load_location
 
-    _, pools = load_location()
+    pools = load_location().pools
     limits = merge_pool_limits(pools)
     assert sorted(limits.values()) == [1, 2]
     with dg.DagsterInstance.get() as instance:
@@ -423,7 +423,7 @@ def test_worker_on_another_data_folder_refuses_the_step(
     from adu_assets.automation.sensors import apply_pool_limits, merge_pool_limits
     from adu_assets.defs_loader import load_location
 
-    limits = merge_pool_limits(load_location()[1])
+    limits = merge_pool_limits(load_location().pools)
     with dg.DagsterInstance.get() as instance:
         apply_pool_limits(instance, limits)
     local = tmp_path / "local_disk"

@@ -37,3 +37,14 @@ def run_partition(
         instance=dg.DagsterInstance.get(), asset_selection=keys, partition_key=partition_key, tags=tags,
         raise_on_error=False,
     )
+
+
+def load_problems(defs_dir: Path, monkeypatch: Any) -> str:
+    """Load a folder whose component files are all broken: the code location still loads (no assets),
+    shows each broken file as a sensor, and the problems read `file:line: field: message`, one a line."""
+    from adu_assets.defs_loader import load_location
+
+    d = load(defs_dir, monkeypatch)
+    assert d.resolve_all_asset_keys() == []
+    assert [s.name for s in d.sensors or [] if s.name.startswith("adu_broken_yaml")]
+    return "\n".join(str(p) for p in load_location(defs_dir).problems)

@@ -8,19 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adu_assets.defs_loader import load_location
 from adu_assets_tests.conftest import pg_connection_yaml
-from adu_assets_tests.defs_helpers import load, write_component
+from adu_assets_tests.defs_helpers import load, load_problems, write_component
 from adu_assets_tests.pg_server import PgServer
-
-
-def load_problems(defs_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The load problems of the folder, one `file:line: field: message` a line; the folder's code location
-    still loads, and shows the broken file as a sensor."""
-    d = load(defs_dir, monkeypatch)
-    assert d.resolve_all_asset_keys() == []
-    assert [s.name for s in d.sensors or [] if s.name.startswith("adu_broken_yaml")]
-    return "\n".join(str(p) for p in load_location(defs_dir).problems)
 
 
 def test_schema_with_no_tables_is_a_load_error_and_fixing_it_needs_no_refresh(

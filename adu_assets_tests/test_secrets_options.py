@@ -17,7 +17,7 @@ from adu_assets.io_managers.upsert.base import DestinationConfig
 from adu_assets.sources.connection import ConnectionConfig, libpq_quote
 from adu_assets.sources.databases import SOURCE_ALIAS, attach_source, new_duckdb
 from adu_assets_tests.conftest import pg_connection_yaml
-from adu_assets_tests.defs_helpers import load, write_component
+from adu_assets_tests.defs_helpers import load_problems, write_component
 from adu_assets_tests.pg_server import PgServer
 
 INJECTION = "adu dbname=injected_db"
@@ -144,11 +144,8 @@ def test_refused_at_definitions_load_without_echoing_the_value(
         "adu_assets.DatabaseExport",
         {"name": "x", "connection": conn, "start_date": "2021-01-01", "tables": [{"name": "genre"}]},
     )
-    with pytest.raises(Exception) as err:
-        load(tmp_path / "defs", monkeypatch)
-    import traceback
-
-    text = "".join(traceback.format_exception(err.value))
+    # The file is a load problem (a sensor's skip reason and a log line) that names the field, not the value.
+    text = load_problems(tmp_path / "defs", monkeypatch)
     assert "connection.options may not contain password" in text
     assert "Load-Secret-77cc" not in text and "Load-Secret-88dd" not in text
 

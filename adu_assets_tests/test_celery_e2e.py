@@ -385,8 +385,12 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
         f"peak export queries per source {dict(counter.peak)}, all sources {counter.peak_total}, {counter.samples} samples; at peak {counter.at_peak}; peak client processes {dict(counter.peak_processes)}; over limit {counter.over_limit}"
     )
     assert counter.samples > 20
-    assert counter.peak["celery_src_alpha"] == 1, counter.at_peak
-    assert 1 <= counter.peak["celery_src_beta"] <= 2, counter.at_peak
+    # A pool slot is one step, and a worker with --concurrency 1 runs one step in one process: count the
+    # client processes that held active queries at once. One step can hold more than one connection for a
+    # moment (DuckDB's postgres scanner reads and probes the catalog over several), which the pool does
+    # not bound and PostgreSQL's own connection limit does. Without pool limits alpha reaches 2 here.
+    assert counter.peak_processes["celery_src_alpha"] == 1, (counter.at_peak, counter.over_limit)
+    assert 1 <= counter.peak_processes["celery_src_beta"] <= 2, (counter.at_peak, counter.over_limit)
     assert counter.peak_total >= 2, (counter.peak, counter.peak_total)
 
     # The warehouse is the DuckLake whose catalog is in PostgreSQL (no embedded catalog was made) ...

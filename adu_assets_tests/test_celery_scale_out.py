@@ -32,7 +32,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
         "ADU_MAX_CONCURRENT",
     ):
         monkeypatch.delenv(name, raising=False)
-    data = tmp_path / "shared"
+    data = tmp_path / "shared_volume"
     data.mkdir()
     monkeypatch.setenv("ADU_DATA_DIR", str(data))
     return data

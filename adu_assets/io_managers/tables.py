@@ -21,7 +21,6 @@ _VANISHED = ("no such file", "could not open file", "no files found", "cannot op
 READ_ATTEMPTS = 4
 
 
-
 @functools.cache
 def landing_resources() -> dict[str, Any]:
     """The landing store (`adu_store`) and the table IO manager, one instance of each per process.
@@ -35,6 +34,7 @@ def landing_resources() -> dict[str, Any]:
 
     store = LandingStore()
     return {STORE_RESOURCE_KEY: store, TABLE_IO_MANAGER_KEY: TableLandingIOManager(store=store)}
+
 
 class TableLandingIOManager(dg.ConfigurableIOManager):
     """Lands each output as one warehouse commit; `load_input` returns a polars LazyFrame of the landed rows."""
@@ -153,6 +153,16 @@ def _lazy_scan(con: Any, target: str, where: str, columns: list[tuple[str, str]]
     return pl.scan_parquet(files).drop(PARTITION_COLUMN)
 
 
+def partitions_before(partitions_def: dg.PartitionsDefinition, partition: str, look_back: int) -> list[str]:
+    """Up to `look_back` partition keys just before `partition`, oldest first (none for an unknown key)."""
+    keys = partitions_def.get_partition_keys()
+    try:
+        index = keys.index(partition)
+    except ValueError:
+        return []
+    return list(keys[max(0, index - look_back) : index])
+
+
 def read_previous_landed(
     store: LandingStore,
     key: dg.AssetKey,
@@ -162,12 +172,7 @@ def read_previous_landed(
     look_back: int = 31,
 ) -> Any:
     """The latest landed partition before `partition` (drift's reference), or None."""
-    keys = partitions_def.get_partition_keys()
-    try:
-        index = keys.index(partition)
-    except ValueError:
-        return None
-    candidates = keys[max(0, index - look_back) : index]
+    candidates = partitions_before(partitions_def, partition, look_back)
     if not candidates:
         return None
     schema, table = warehouse_table(key)
@@ -242,12 +247,7 @@ def previous_parquet_tree(
     *,
     look_back: int = 31,
 ) -> Any:
-    keys = partitions_def.get_partition_keys()
-    try:
-        index = keys.index(partition)
-    except ValueError:
-        return None
-    for previous in reversed(keys[max(0, index - look_back) : index]):
+    for previous in reversed(partitions_before(partitions_def, partition, look_back)):
         if partition_file(root, key, previous).exists():
             return scan_parquet_tree(root, key, [previous])
     return None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
@@ -35,8 +38,40 @@ def executor() -> dg.ExecutorDefinition:
     return dg.multiprocess_executor.configured({"max_concurrent": n})
 
 
+_frozen = False
+
+
+@contextmanager
+def long_lived_build() -> Iterator[None]:
+    """Build objects that live as long as the process (the definitions) without paying the cyclic GC for them.
+
+    Building 200 tables' definitions allocates a few hundred thousand objects that are never freed: the
+    cyclic collector rescanning them during the build cost 0.2-0.4 s, and again at interpreter exit (each
+    run worker, `dagster asset materialize`, `dg check defs`) 0.4 s. So the collector is paused during the
+    build, and after the first successful build the survivors are moved to the permanent generation
+    (`gc.freeze()`, the CPython documented use: objects that live until exit). Later builds in the same
+    process (tests, a reload) are not frozen, so their garbage is collected as usual.
+    """
+    global _frozen
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+        if not _frozen:
+            _frozen = True
+            gc.freeze()
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dg.definitions
 def defs() -> dg.Definitions:
+    with long_lived_build():
+        return build_defs()
+
+
+def build_defs() -> dg.Definitions:
     install_log_redaction()
     if not os.environ.get(DEFS_DIR_ENV):
         # The packaged demo reads databases that are generated on first use (about a second, once).

@@ -218,11 +218,13 @@ class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def connect(self, *, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with the warehouse attached as `warehouse` and selected."""
+    def connect(self, *, read_only: bool = True, for_user: bool = False) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the warehouse attached as `warehouse` and selected.
+
+        `for_user=True` for a connection that runs SQL a user types (see `new_duckdb`)."""
         from adu_assets.sources.databases import new_duckdb
 
-        con = new_duckdb()
+        con = new_duckdb(for_user=for_user)
         try:
             if read_only and not self.is_postgres_catalog() and not self._sqlite_path().exists():
                 # A read-only attach cannot create the catalog; an empty warehouse is a valid one to read.
@@ -236,15 +238,21 @@ class LandingStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         return con
 
     def landed_frame(
-        self, key: dg.AssetKey, destinations: Sequence[str] = (), partitions: list[str] | None = None
+        self,
+        key: dg.AssetKey,
+        destinations: Sequence[str] = (),
+        partitions: list[str] | None = None,
+        *,
+        run_id: str | None = None,
     ) -> pl.LazyFrame:
         """The landed rows of `partitions` (all when empty), from one warehouse snapshot, as a polars LazyFrame.
 
         Every destination list lands in the warehouse, so `destinations` does not change where rows are read.
+        `run_id`: a check of that run reads the files the run itself just landed, when that is the same.
         """
         from adu_assets.io_managers.tables import read_landed
 
-        frame: pl.LazyFrame = read_landed(self, key, partitions or [])
+        frame: pl.LazyFrame = read_landed(self, key, partitions or [], run_id=run_id)
         return frame
 
     def previous_landed_frame(
@@ -351,7 +359,7 @@ def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:
 
 def connect(store: LandingStore | None = None, *, read_only: bool = True) -> Any:
     """A DuckDB connection with the warehouse attached and selected (tables `"<name>_<schema>"."<table>"`)."""
-    return (store or LandingStore()).connect(read_only=read_only)
+    return (store or LandingStore()).connect(read_only=read_only, for_user=True)
 
 
 def import_0_1_data(

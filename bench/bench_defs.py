@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from bench import precompile_project
+
 COMPONENTS = 10
 GOAL_200_S = 1.5
 GOAL_1000_S = 4.0
@@ -269,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-load", action="store_true")
     parser.add_argument("--runs", type=int, default=None)
     args = parser.parse_args(argv)
+    precompile_project()
     runs = args.runs or (3 if args.small else 5)
     sizes = [200] if args.small else [200, 1000]
     rows = 20_000 if args.small else 600_000

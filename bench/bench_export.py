@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from adu_assets_tests.pg_server import PgServer, running_postgres
+from bench import precompile_project
 
 LINEITEM_DDL = """
 CREATE TABLE lineitem (
@@ -169,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child_export(args)
         return 0
+    precompile_project()
     scale = 0.05 if args.small else args.scale
     repeat = 1 if args.small else args.repeat
     with tempfile.TemporaryDirectory(prefix="adu-bench-") as tmp, running_postgres(

@@ -85,6 +85,15 @@ class PartitionCheckContext:
         self.partition_key = partition_key
         self.resources = context.resources
         self.log = context.log
+        self.run_id = context_run_id(context)
+
+
+def context_run_id(context: Any) -> str | None:
+    """The run id of an asset, asset check or narrowed check context (each spells it differently)."""
+    run_id = getattr(context, "run_id", None)
+    if run_id is None:
+        run_id = getattr(getattr(context, "run", None), "run_id", None)
+    return str(run_id) if run_id is not None else None
 
 
 def partition_text(context: Any) -> str:

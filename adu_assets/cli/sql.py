@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     query = sys.stdin.read() if args.query == "-" else args.query
     store = LandingStore(data_dir=args.data_dir) if args.data_dir else LandingStore()
     try:
-        con = store.connect()
+        con = store.connect(for_user=True)
     except WarehouseConfigError as e:
         print(f"adu sql: {e}", file=sys.stderr)
         return 2

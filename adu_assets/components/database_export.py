@@ -296,7 +296,11 @@ class DatabaseExport(dg.StateBackedComponent, dg.Resolvable, dg.Model):
             return resource if isinstance(resource, LandingStore) else LandingStore()
 
         def load(context: dg.AssetCheckExecutionContext) -> Any:
-            return store(context).landed_frame(key, destinations, list(context.partition_keys))
+            from adu_assets.checks.asset_checks import context_run_id
+
+            return store(context).landed_frame(
+                key, destinations, list(context.partition_keys), run_id=context_run_id(context)
+            )
 
         def load_previous(context: dg.AssetCheckExecutionContext) -> Any:
             first = context.partition_keys[0]

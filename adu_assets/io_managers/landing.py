@@ -341,6 +341,9 @@ class LandingReport:
     files: list[Path] = field(default_factory=list)
     snapshot_id: int | None = None
     preview_md: str | None = None
+    # The table's columns are exactly `columns`, in order (no column the new files lack): then reading the
+    # new files gives what reading these partitions through the warehouse gives.
+    matches_table: bool = False
 
 
 def _sql_list(items: Sequence[Path | str]) -> str:
@@ -546,7 +549,10 @@ def write_table(
             source = _tagged_source(stream, partition_value)
             incoming = _probe_columns(con, source, store, writer)
             # Fail on a lossy type change before reading the source; checked again inside the commit.
-            plan_schema(f"{schema}.{table}", _table_columns(con, key, WRITE_ALIAS), incoming)
+            existing = _table_columns(con, key, WRITE_ALIAS)
+            plan_schema(f"{schema}.{table}", existing, incoming)
+            names = [n for n, _ in incoming]
+            report.matches_table = [n for n, _ in existing] == names[: len(existing)]
             values = [partition_value] if partition_value is not None else list(stream.partition_keys)
             assert values, "no partition to land"
             partition_filter = (
@@ -621,6 +627,18 @@ def land(
     Every destination list lands the same files and commit: `parquet` and `warehouse` (`duckdb`) are the
     tree and the catalog view of the same data.
     """
+    return land_report(stream, destinations, store, key, partition_value=partition_value)[0]
+
+
+def land_report(
+    stream: TableStream,
+    destinations: Sequence[str],
+    store: LandingStore | Path | str,
+    key: dg.AssetKey,
+    *,
+    partition_value: str | None = None,
+) -> tuple[dict[str, Any], LandingReport]:
+    """`land`, also returning what landed (the files, their columns)."""
     normalize_destinations(destinations)
     store = as_store(store)
     started = time.monotonic()
@@ -656,4 +674,4 @@ def land(
     )
     if stream.notes:
         meta["type_notes"] = dg.MetadataValue.md("\n".join(f"- {n}" for n in stream.notes))
-    return meta
+    return meta, report

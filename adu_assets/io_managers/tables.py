@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,13 @@ from typing import Any
 import dagster as dg
 
 from adu_assets.automation.retries import step_error
-from adu_assets.io_managers.landing import PARTITION_COLUMN, land, partition_file, warehouse_table
+from adu_assets.io_managers.landing import (
+    PARTITION_COLUMN,
+    LandingReport,
+    land_report,
+    partition_file,
+    warehouse_table,
+)
 from adu_assets.sources.catalog import quote_ident, quote_literal
 from adu_assets.sources.databases import TableStream
 from adu_assets.warehouse import READ_ALIAS, LandingStore
@@ -49,7 +57,8 @@ class TableLandingIOManager(dg.ConfigurableIOManager):
         destinations = list(context.definition_metadata.get("adu/destinations") or ["parquet"])
         key = context.asset_key
         try:
-            metadata = land(obj, destinations, self.store, key)
+            metadata, report = land_report(obj, destinations, self.store, key)
+            remember_landed(context.run_id, self.store, key, obj.partition_keys, report)
         except Exception as e:
             # Re-raised scrubbed and without its cause, so an unscrubbed driver message never reaches the
             # event log; a permanent cause (a value out of range, a negative interval) fails without retries.
@@ -79,12 +88,77 @@ def _is_vanished(error: BaseException) -> bool:
     return any(m in text for m in _VANISHED)
 
 
-def read_landed(store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]) -> Any:
-    """The landed rows of `partitions` (all when empty) from one warehouse snapshot, as a polars LazyFrame.
+# What the latest writes of this process landed, per (run, store, asset, partitions): the step's own checks
+# read the files it just committed without opening the warehouse again. Measured on 10 tables of 600k rows:
+# each check's warehouse read cost 0.05-0.15 s (a connection, the catalog, the files' footers).
+_JUST_LANDED: OrderedDict[tuple[str, str, dg.AssetKey, tuple[str, ...]], LandingReport] = OrderedDict()
+_JUST_LANDED_LIMIT = 64
+_JUST_LANDED_LOCK = threading.Lock()
 
-    INTERVAL columns arrive as text: polars cannot import DuckDB's month/day/microsecond intervals.
+
+def _landed_key(
+    run_id: str, store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]
+) -> tuple[str, str, dg.AssetKey, tuple[str, ...]]:
+    return run_id, f"{store.root()}|{store.catalog_label()}", key, tuple(partitions)
+
+
+def remember_landed(
+    run_id: str, store: LandingStore, key: dg.AssetKey, partitions: Sequence[str], report: LandingReport
+) -> None:
+    entry = _landed_key(run_id, store, key, partitions)
+    with _JUST_LANDED_LOCK:
+        _JUST_LANDED[entry] = report
+        _JUST_LANDED.move_to_end(entry)
+        while len(_JUST_LANDED) > _JUST_LANDED_LIMIT:
+            _JUST_LANDED.popitem(last=False)
+
+
+def read_just_landed(run_id: str, store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]) -> Any:
+    """A lazy scan of the files this run just committed for exactly these partitions, or None.
+
+    Only when reading them equals reading the warehouse: they are the table's columns in its order, hold no
+    INTERVAL (polars cannot read it), and are all still there (a later write of the same partitions with
+    retention_days = 0 retires them: then the warehouse is read).
     """
     import polars as pl
+
+    wanted = set(partitions)
+    entry = _landed_key(run_id, store, key, partitions)
+    report: LandingReport | None = None
+    with _JUST_LANDED_LOCK:
+        # Newest first: the write that covers these partitions (a range run's checks ask one partition at a
+        # time), unless a newer write of this run replaced some of them.
+        for (*owner, landed), candidate in reversed(_JUST_LANDED.items()):
+            if tuple(owner) != entry[:3] or not wanted & set(landed):
+                continue
+            if wanted <= set(landed):
+                report = candidate
+            break
+    if report is None or not report.matches_table:
+        return None
+    if any(t.upper().startswith("INTERVAL") for _, t in report.columns):
+        return None
+    # Each file holds one partition, in its `adu_partition=<value>` folder.
+    files = [f for f in report.files if f.parent.name.partition("=")[2] in wanted]
+    if not files or not all(f.is_file() for f in files):
+        return None  # no rows (the warehouse read gives the empty frame with its columns), or retired
+    return pl.scan_parquet([str(f) for f in files]).drop(PARTITION_COLUMN)
+
+
+def read_landed(
+    store: LandingStore, key: dg.AssetKey, partitions: Sequence[str], *, run_id: str | None = None
+) -> Any:
+    """The landed rows of `partitions` (all when empty) from one warehouse snapshot, as a polars LazyFrame.
+
+    With `run_id`, what that run just landed for exactly these partitions is read from its files
+    (`read_just_landed`). INTERVAL columns arrive as text: polars cannot import DuckDB's intervals.
+    """
+    import polars as pl
+
+    if run_id is not None and partitions:
+        just = read_just_landed(run_id, store, key, partitions)
+        if just is not None:
+            return just
 
     schema, table = warehouse_table(key)
     con = store.connect()

@@ -642,7 +642,19 @@ def land_report(
     normalize_destinations(destinations)
     store = as_store(store)
     started = time.monotonic()
-    report = write_table(stream, store, key, partition_value=partition_value)
+    try:
+        report = write_table(stream, store, key, partition_value=partition_value)
+    except Exception as e:
+        # A guarded read (numeric columns checked while read) met a value it cannot land as planned: nothing
+        # was committed; probe the columns and read again, once.
+        if not stream.read_probed(e):
+            raise
+        log.info(
+            "%s: a numeric value does not fit the type planned without a probe (NaN, Infinity, a longer scale "
+            "or a larger number): probed the columns and read again",
+            key.to_user_string(),
+        )
+        report = write_table(stream, store, key, partition_value=partition_value)
     seconds = time.monotonic() - started
     schema, table = warehouse_table(key)
     root = store.root()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,7 @@ from adu_assets.secrets import scrub_exception
 from adu_assets.sources.catalog import ColumnInfo, TableInfo, quote_ident, quote_literal
 from adu_assets.sources.connection import ConnectionConfig
 from adu_assets.sources.type_map import (
+    GUARD_ERRORS,
     HUGEINT_LIMIT,
     ColumnRead,
     NotExact,
@@ -33,7 +34,10 @@ from adu_assets.sources.type_map import (
     PgColumn,
     SqliteProbe,
     duck_read,
+    pg_guardable,
+    pg_guarded_numeric,
     pg_needs_probe,
+    pg_numeric_typmod,
     pg_probe_magnitude,
     pg_read,
     sqlite_back,
@@ -193,6 +197,17 @@ class TableStream:
     # SQL over the stream's columns giving each row's partition key (YYYY-MM-DD); None for snapshots.
     partition_expr: str | None = None
     notes: list[str] = field(default_factory=list)
+    # Set when numeric columns are read guarded (`pg_guarded_numeric`): plans the probed read instead.
+    replan: Callable[[], tuple[str, list[str]]] | None = None
+
+    def read_probed(self, error: BaseException) -> bool:
+        """After `error`: if a guarded read stopped on a value it could not land as planned, switch to the
+        probed read (the caller reads again) and say so; False for any other error."""
+        if self.replan is None or not any(m in str(error) for m in GUARD_ERRORS):
+            return False
+        self.sql, self.notes = self.replan()
+        self.replan = None
+        return True
 
     def close(self) -> None:
         try:
@@ -437,9 +452,26 @@ def open_table_stream(
                 [SOURCE_ALIAS, schema, table],
             ).fetchall()
         )
+        replan: Callable[[], tuple[str, list[str]]] | None = None
         try:
             if cfg.kind == "postgres":
-                sql, notes = _pg_select(con, info, duck_types, casts, incremental_column, window)
+                sql, notes, guarded = _pg_select(con, info, duck_types, casts, incremental_column, window)
+                if guarded:
+                    pg_casts, pg_info = casts, info
+
+                    def replan() -> tuple[str, list[str]]:
+                        try:
+                            planned = _pg_select(
+                                con, pg_info, duck_types, pg_casts, incremental_column, window, guarded=False
+                            )
+                        except (NotExact, ValueError) as e:
+                            raise SourceError(f"{where}: {e}", retryable=False) from None
+                        except SourceError:
+                            raise
+                        except Exception as e:
+                            raise SourceError(str(scrub_exception(e, f"{where}: cannot plan the read"))) from None
+                        return planned[0], planned[1]
+
             elif cfg.kind == "sqlite":
                 sql, notes = _sqlite_select(con, info, duck_types, casts, incremental_column, window)
             else:
@@ -460,6 +492,7 @@ def open_table_stream(
             partition_keys=partition_keys,
             partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
             notes=notes,
+            replan=replan,
         )
     except BaseException:
         con.close()
@@ -511,7 +544,17 @@ def _pg_select(
     casts: dict[str, str],
     incremental_column: str | None,
     window: tuple[datetime, datetime] | None,
-) -> tuple[str, list[str]]:
+    *,
+    guarded: bool = True,
+) -> tuple[str, list[str], bool]:
+    """The SELECT for one PostgreSQL table, its type notes, and whether numeric columns are read guarded.
+
+    Numeric columns need their values known before the read (a NaN the scanner would read as 0, the scale of
+    an unconstrained numeric). When the read goes through PostgreSQL's own SQL anyway (an unconstrained
+    numeric is cast there), it is `guarded`: one pass reads and checks (`pg_guarded_numeric`), and a value it
+    cannot land makes the export fall back to probing (`guarded=False`). Otherwise one probe query first (a
+    NaN count for numeric(p,s)), then the scanner's parallel read.
+    """
     columns = _pg_columns(con, info.schema, info.name)
     table_sql = f"{quote_ident(info.schema)}.{quote_ident(info.name)}"
     declared = {c.name: c.declared for c in columns}
@@ -523,13 +566,26 @@ def _pg_select(
         if incremental_column and window
         else None
     )
-    probes = _pg_probe(
-        con,
-        [(c, pg_probe_magnitude(c, casts.get(c.name))) for c in columns if pg_needs_probe(c)],
-        table_sql,
-        pg_filter,
+    numeric = [c for c in columns if pg_needs_probe(c)]
+    guarded = (
+        guarded
+        and any(pg_numeric_typmod(c.base) is None for c in numeric)
+        and all(pg_guardable(c) and c.name not in casts for c in numeric)
     )
-    reads = [pg_read(c, duck_types.get(c.name, ""), probes.get(c.name), casts.get(c.name)) for c in columns]
+    if guarded:
+        reads = [
+            pg_guarded_numeric(c)
+            if pg_needs_probe(c)
+            else pg_read(c, duck_types.get(c.name, ""), None, casts.get(c.name))
+            for c in columns
+        ]
+    else:
+        probes = _pg_probe(
+            con, [(c, pg_probe_magnitude(c, casts.get(c.name))) for c in numeric], table_sql, pg_filter
+        )
+        reads = [
+            pg_read(c, duck_types.get(c.name, ""), probes.get(c.name), casts.get(c.name)) for c in columns
+        ]
     notes = [r.note for r in reads if r.note]
     if not any(r.source_expr for r in reads):
         # The scanner reads every column as it is: parallel binary COPY over ctid ranges. The window filter
@@ -538,7 +594,7 @@ def _pg_select(
         raw = next(
             (r.select_expr == quote_ident(r.name) for r in reads if r.name == incremental_column), True
         )
-        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes
+        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes, False
     # Some column must be converted by PostgreSQL itself (numeric text, a wider DECIMAL): one query.
     inner = ", ".join(f"{r.source_expr or quote_ident(r.name)} AS {quote_ident(r.name)}" for r in reads)
     pg_sql = f"SELECT {inner} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")
@@ -555,7 +611,7 @@ def _pg_select(
                     f"{r.name}: {declared[r.name]} read as {now} (the table is read through postgres_query, "
                     f"the scanner alone would give {scanned})"
                 )
-    return sql, notes
+    return sql, notes, guarded
 
 
 def _pg_probe(

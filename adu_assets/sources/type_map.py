@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from adu_assets.sources.catalog import quote_ident
+from adu_assets.sources.catalog import quote_ident, quote_literal
 
 MAX_DECIMAL_PRECISION = 38
 # Unconstrained numeric lands as DECIMAL(38, S): S is at least this when the values leave room for it.
@@ -213,6 +213,50 @@ def pg_probe_magnitude(col: PgColumn, cast: str | None) -> bool:
         return False
     typmod = pg_numeric_typmod(col.base)
     return not (typmod is not None and 0 <= typmod[1] <= typmod[0] <= MAX_DECIMAL_PRECISION)
+
+
+# A value a guarded read cannot land exactly makes PostgreSQL stop the read with this word in its error
+# (`invalid input syntax for type numeric: "adu_not_exact"`), or with "numeric field overflow" from the
+# cast itself; the export then probes the columns and reads again (see `pg_guarded_numeric`).
+NOT_EXACT_MARKER = "adu_not_exact"
+GUARD_ERRORS = (NOT_EXACT_MARKER, "numeric field overflow")
+
+
+def pg_guardable(col: PgColumn) -> bool:
+    """A numeric column `pg_guarded_numeric` can read in the same pass that checks it."""
+    if not pg_needs_probe(col):
+        return False
+    typmod = pg_numeric_typmod(col.base)
+    return typmod is None or 0 <= typmod[1] <= typmod[0] <= MAX_DECIMAL_PRECISION
+
+
+def pg_guarded_numeric(col: PgColumn) -> ColumnRead:
+    """Read a numeric column as the probe would most often decide, checked row by row in the same query.
+
+    An unconstrained numeric lands as DECIMAL(38, UNCONSTRAINED_MIN_SCALE) when every value has at most that
+    scale and fits (the type a probe picks for such values), a numeric(p,s) as DECIMAL(p,s). A NaN, an
+    Infinity, a longer scale or a too large value makes PostgreSQL raise (the raising branch depends on the
+    row, so the planner cannot fold it in advance): nothing lands, and the export probes and reads again.
+    One pass of PostgreSQL instead of two, and the check sees exactly the rows that are read.
+    """
+    name, q = col.name, quote_ident(col.name)
+    fail = f"CAST(left({quote_literal(NOT_EXACT_MARKER)} || {q}::text, {len(NOT_EXACT_MARKER)}) AS numeric)"
+    typmod = pg_numeric_typmod(col.base)
+    if typmod is None:
+        scale = UNCONSTRAINED_MIN_SCALE
+        target = f"numeric({MAX_DECIMAL_PRECISION},{scale})"
+        # The outer CAST keeps the typmod (a CASE with a NULL branch would give plain numeric, read as DOUBLE).
+        expr = f"CAST(CASE WHEN scale({q}) <= {scale} OR {q} IS NULL THEN {q} ELSE {fail} END AS {target})"
+        note = (
+            f"{name}: {col.declared} landed as DECIMAL({MAX_DECIMAL_PRECISION},{scale}), which holds every "
+            "value present (checked while reading)"
+        )
+        return ColumnRead(name, q, source_expr=expr, note=note)
+    p, s = typmod
+    target = f"numeric({p},{s})"
+    # NaN is the one special a numeric(p,s) holds ('NaN' = 'NaN' in PostgreSQL); the scanner would read it as 0.
+    expr = f"CAST(CASE WHEN {q} = 'NaN'::numeric THEN {fail} ELSE {q} END AS {target})"
+    return ColumnRead(name, q, source_expr=expr)
 
 
 def pg_read(col: PgColumn, duck_type: str, probe: NumericProbe | None, cast: str | None) -> ColumnRead:

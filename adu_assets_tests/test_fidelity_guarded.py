@@ -81,7 +81,7 @@ def test_fitting_values_are_read_in_one_pass(
     with pg.connect(pg_db) as conn:
         conn.execute("CREATE TABLE fits (id int, v numeric, m numeric(10,2))")
         conn.execute("INSERT INTO fits VALUES (1, 1.5, 2.25), (2, -12345678901234567890.0123456789, NULL), "
-                     "(3, NULL, -99999999.99), (4, 0, 0)")
+                     "(3, NULL, -99999999.99), (4, 0, 0), (5, 9999999999999999999999999999.9999999999, 1)")
     before = seq_scans(pg, pg_db, "fits")
     meta, planned = export(pg, pg_db, pg_password_env, "fits", tmp_path)
     assert "adu_not_exact" in planned  # read guarded, not probed
@@ -105,6 +105,7 @@ def test_fitting_values_are_read_in_one_pass(
         ("infinity", "(1, 'Infinity', 1), (2, 2, 1)", {"v": "VARCHAR"}),
         ("long_scale", "(1, 1.123456789012, 1), (2, 2, 1)", {"v": "DECIMAL(38,12)"}),
         ("many_digits", "(1, 123456789012345678901234567890.5, 1), (2, 2, 1)", {"v": "DECIMAL(38,1)"}),
+        ("just_over", "(1, 10000000000000000000000000000, 1), (2, -2, 1)", {"v": "DECIMAL(38,0)"}),
     ],
 )
 def test_a_value_that_does_not_fit_falls_back_to_the_probe_and_lands_exactly(

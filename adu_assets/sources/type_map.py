@@ -216,10 +216,10 @@ def pg_probe_magnitude(col: PgColumn, cast: str | None) -> bool:
 
 
 # A value a guarded read cannot land exactly makes PostgreSQL stop the read with this word in its error
-# (`invalid input syntax for type numeric: "adu_not_exact"`), or with "numeric field overflow" from the
-# cast itself; the export then probes the columns and reads again (see `pg_guarded_numeric`).
+# (`invalid input syntax for type numeric: "adu_not_exact"`: the quoted value stays as it is in every server
+# language); the export then probes the columns and reads again (see `pg_guarded_numeric`).
 NOT_EXACT_MARKER = "adu_not_exact"
-GUARD_ERRORS = (NOT_EXACT_MARKER, "numeric field overflow")
+GUARD_ERRORS = (NOT_EXACT_MARKER,)
 
 
 def pg_guardable(col: PgColumn) -> bool:
@@ -246,7 +246,12 @@ def pg_guarded_numeric(col: PgColumn) -> ColumnRead:
         scale = UNCONSTRAINED_MIN_SCALE
         target = f"numeric({MAX_DECIMAL_PRECISION},{scale})"
         # The outer CAST keeps the typmod (a CASE with a NULL branch would give plain numeric, read as DOUBLE).
-        expr = f"CAST(CASE WHEN scale({q}) <= {scale} OR {q} IS NULL THEN {q} ELSE {fail} END AS {target})"
+        # The magnitude is checked as well, so the cast itself never fails with its own (translated) message.
+        limit = f"1e{MAX_DECIMAL_PRECISION - scale}"
+        expr = (
+            f"CAST(CASE WHEN (scale({q}) <= {scale} AND abs({q}) < {limit}) OR {q} IS NULL THEN {q} "
+            f"ELSE {fail} END AS {target})"
+        )
         note = (
             f"{name}: {col.declared} landed as DECIMAL({MAX_DECIMAL_PRECISION},{scale}), which holds every "
             "value present (checked while reading)"

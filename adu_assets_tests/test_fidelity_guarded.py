@@ -94,7 +94,7 @@ def test_fitting_values_are_read_in_one_pass(
     assert rows == source
     assert tree_rows(tmp_path, "fits", "id, CAST(v AS VARCHAR), CAST(m AS VARCHAR)") == source
     assert "checked while reading" in str(meta["type_notes"].value)  # type: ignore[attr-defined]
-    assert "probed the columns" not in caplog.text
+    assert "probed the numeric columns" not in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_a_value_that_does_not_fit_falls_back_to_the_probe_and_lands_exactly(
     with caplog.at_level("INFO"):
         meta, planned = export(pg, pg_db, pg_password_env, case, tmp_path)
     assert "adu_not_exact" in planned
-    assert "probed the columns and read again" in caplog.text
+    assert "probed the numeric columns and read again" in caplog.text
     rows, types = warehouse_rows(tmp_path, case, "id, CAST(v AS VARCHAR), CAST(m AS VARCHAR)")
     for column, expected in landed_type.items():
         assert types[column] == expected
@@ -152,3 +152,27 @@ def test_tables_without_free_numeric_keep_the_parallel_scanner(
     assert "postgres_query" not in planned and "adu_not_exact" not in planned
     rows, types = warehouse_rows(tmp_path, "scan_only", "id, CAST(m AS VARCHAR)")
     assert types["m"] == "DECIMAL(10,2)" and rows == [(1, "1.25"), (2, "3.00")]
+
+
+def test_a_table_landed_with_a_wider_scale_keeps_it_on_every_later_run(
+    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL's division keeps 20 decimals (trailing zeros count in scale()): the probe picks
+    # DECIMAL(38,20), the guarded plan DECIMAL(38,10). Later runs must land in the table as it is.
+    with pg.connect(pg_db) as conn:
+        conn.execute("CREATE TABLE divided AS SELECT g AS id, (g::bigint * 7919) % 1000 / 100.0 AS amount "
+                     "FROM generate_series(1, 50) g")
+    first, _ = export(pg, pg_db, pg_password_env, "divided", tmp_path)
+    _, types = warehouse_rows(tmp_path, "divided", "id")
+    assert types["amount"] == "DECIMAL(38,20)"
+    with pg.connect(pg_db) as conn:
+        conn.execute("INSERT INTO divided VALUES (51, 1.5)")  # a value of scale 1 now, still DECIMAL(38,20)
+    with caplog.at_level("INFO"):
+        again, _ = export(pg, pg_db, pg_password_env, "divided", tmp_path)
+    assert "differs from the warehouse table's" in caplog.text or "does not fit" in caplog.text
+    rows, types = warehouse_rows(tmp_path, "divided", "id, amount")
+    assert types["amount"] == "DECIMAL(38,20)"
+    with pg.connect(pg_db) as conn:
+        source = [tuple(r) for r in conn.execute("SELECT id, amount FROM divided ORDER BY id").fetchall()]
+    assert rows == source
+    assert int(again["dagster/row_count"].value) == 51  # type: ignore[attr-defined]

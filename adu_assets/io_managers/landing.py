@@ -41,6 +41,7 @@ import dagster as dg
 
 from adu_assets.sources.catalog import quote_ident, quote_literal
 from adu_assets.sources.databases import TableStream
+from adu_assets.sources.type_map import GUARD_ERRORS
 from adu_assets.warehouse import LandingStore, retry_commit
 
 if TYPE_CHECKING:
@@ -645,14 +646,20 @@ def land_report(
     try:
         report = write_table(stream, store, key, partition_value=partition_value)
     except Exception as e:
-        # A guarded read (numeric columns checked while read) met a value it cannot land as planned: nothing
-        # was committed; probe the columns and read again, once.
-        if not stream.read_probed(e):
+        # A guarded read (numeric columns checked while read, `pg_guarded_numeric`) met a value it cannot land
+        # as planned, or planned a type the warehouse table cannot take (a table landed with DECIMAL(38,20)
+        # by an earlier probe): nothing was committed. Probe the columns and read again, once; the probe
+        # picks the types it always picked.
+        unfit = any(m in str(e) for m in GUARD_ERRORS)
+        if not (unfit or isinstance(e, WarehouseSchemaError)) or not stream.read_probed():
             raise
         log.info(
-            "%s: a numeric value does not fit the type planned without a probe (NaN, Infinity, a longer scale "
-            "or a larger number): probed the columns and read again",
+            "%s: %s: probed the numeric columns and read again",
             key.to_user_string(),
+            "a numeric value does not fit the type planned without a probe (NaN, Infinity, a longer scale "
+            "or a larger number)"
+            if unfit
+            else "the type planned without a probe differs from the warehouse table's",
         )
         report = write_table(stream, store, key, partition_value=partition_value)
     seconds = time.monotonic() - started

@@ -26,7 +26,6 @@ from adu_assets.secrets import scrub_exception
 from adu_assets.sources.catalog import ColumnInfo, TableInfo, quote_ident, quote_literal
 from adu_assets.sources.connection import ConnectionConfig
 from adu_assets.sources.type_map import (
-    GUARD_ERRORS,
     HUGEINT_LIMIT,
     ColumnRead,
     NotExact,
@@ -200,10 +199,9 @@ class TableStream:
     # Set when numeric columns are read guarded (`pg_guarded_numeric`): plans the probed read instead.
     replan: Callable[[], tuple[str, list[str]]] | None = None
 
-    def read_probed(self, error: BaseException) -> bool:
-        """After `error`: if a guarded read stopped on a value it could not land as planned, switch to the
-        probed read (the caller reads again) and say so; False for any other error."""
-        if self.replan is None or not any(m in str(error) for m in GUARD_ERRORS):
+    def read_probed(self) -> bool:
+        """Switch a guarded read to the probed one (the caller reads again); False if it is not guarded."""
+        if self.replan is None:
             return False
         self.sql, self.notes = self.replan()
         self.replan = None

@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(goal <= {goal}x)   peak RSS {r['rss_mb']:.0f} MB (goal <= 600 MB)")
         print(f"   of which opening the source (catalog, NaN count of the numeric columns) {r['open_s']:.2f} s, "
               f"reading, writing and committing {r['land_s']:.2f} s (runs: "
-              f"{', '.join(f'{x['seconds']:.2f}' for x in runs[dest])})")
+              f"{', '.join(format(x['seconds'], '.2f') for x in runs[dest])})")
     both, alone = results["parquet,duckdb"]["seconds"], results["parquet"]["seconds"]
     print(f"parquet + warehouse vs parquet only, same run: {both / floor:5.2f}x vs {alone / floor:5.2f}x raw COPY "
           f"(warehouse commit adds {both - alone:+.2f} s)")

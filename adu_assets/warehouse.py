@@ -348,12 +348,15 @@ def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:
     # DuckLake keeps deletes of small files inside the catalog ("inlined") instead of retiring the file,
     # and then never deletes that file: the Parquet tree would keep rows the warehouse no longer has.
     # With inlining off, replacing a partition always retires its files whole.
+    # Quoted, not bound: binding makes DuckDB's Python client import pandas (see `columns_sql`).
     row = con.execute(
-        "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_inlining_row_limit'", [alias]
+        f"SELECT value FROM ducklake_options({quote_literal(alias)}) "
+        "WHERE option_name = 'data_inlining_row_limit'"
     ).fetchone()
     if row is None or str(row[0]) != "0":
         retry_commit(
-            con, lambda: con.execute("CALL ducklake_set_option(?, 'data_inlining_row_limit', 0)", [alias])
+            con,
+            lambda: con.execute(f"CALL ducklake_set_option({quote_literal(alias)}, 'data_inlining_row_limit', 0)"),
         )
 
 

@@ -141,3 +141,51 @@ def test_definitions_build_leaves_the_collector_on(monkeypatch: pytest.MonkeyPat
     with pytest.raises(RuntimeError, match="boom"):
         definitions.defs()
     assert gc.isenabled()
+
+
+NO_PANDAS = """
+import sys
+from pathlib import Path
+import dagster as dg
+import duckdb
+from adu_assets.io_managers.landing import land
+from adu_assets.io_managers.tables import read_landed
+from adu_assets.sources.connection import ConnectionConfig
+from adu_assets.sources.databases import open_table_stream
+from adu_assets.warehouse import LandingStore
+
+root = Path(sys.argv[1])
+with duckdb.connect(str(root / "src.duckdb")) as con:
+    con.execute("CREATE TABLE t AS SELECT i AS id, i * 1.5 AS amount FROM range(10) r(i)")
+sqlite = root / "src.sqlite"
+import sqlite3
+with sqlite3.connect(sqlite) as db:
+    db.execute("CREATE TABLE u (id INTEGER, name TEXT)")
+    db.executemany("INSERT INTO u VALUES (?, ?)", [(i, f"x{i}") for i in range(5)])
+store = LandingStore(data_dir=str(root / "data"))
+for kind, path, table in (("duckdb", root / "src.duckdb", "t"), ("sqlite", sqlite, "u")):
+    cfg = ConnectionConfig(kind=kind, path=str(path))
+    schema = "main"
+    for day in ("2024-01-01", "2024-01-01", "2024-01-02"):  # a re-land too
+        stream = open_table_stream(cfg, schema=schema, table=table, label="p", incremental_column=None,
+                                   window=None, partition_keys=[day])
+        try:
+            land(stream, ["parquet", "warehouse"], store, dg.AssetKey(["p", schema, table]))
+        finally:
+            stream.close()
+    assert read_landed(store, dg.AssetKey(["p", schema, table]), ["2024-01-01"]).collect().height > 0
+print("pandas" in sys.modules)
+"""
+
+
+def test_the_export_path_does_not_import_pandas(tmp_path: Path) -> None:
+    """Binding query parameters makes DuckDB's Python client import pandas (0.5-0.7 s per process): export,
+    land, re-land and read back without it, so a run worker without pandera checks never pays for it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", NO_PANDAS, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
+

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from adu_assets.sources.catalog import quote_ident, quote_literal
-from adu_assets.sources.databases import TableStream
+from adu_assets.sources.databases import TableStream, columns_sql
 from adu_assets.sources.type_map import GUARD_ERRORS
 from adu_assets.warehouse import LandingStore, retry_commit
 
@@ -201,7 +201,7 @@ def _registered_names(con: duckdb.DuckDBPyConnection, writer_ids: Sequence[str],
     for writer in writer_ids:
         like = f"%{writer}-%"
         for table in ("ducklake_data_file", "ducklake_files_scheduled_for_deletion"):
-            rows = con.execute(f"SELECT path FROM {meta}.{table} WHERE path LIKE ?", [like]).fetchall()
+            rows = con.execute(f"SELECT path FROM {meta}.{table} WHERE path LIKE {quote_literal(like)}").fetchall()
             names.update(Path(str(r[0])).name for r in rows)
     return names
 
@@ -322,11 +322,7 @@ def plan_schema(
 
 def _table_columns(con: duckdb.DuckDBPyConnection, key: dg.AssetKey, alias: str) -> list[tuple[str, str]]:
     schema, table = warehouse_table(key)
-    rows = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        [alias, schema, table],
-    ).fetchall()
+    rows = con.execute(columns_sql(alias, schema, table)).fetchall()
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
@@ -466,16 +462,18 @@ def _commit(
     if files:
         con.execute(
             # The file's own adu_partition column is the value (a dropped file's path keeps its "/").
-            f"CALL ducklake_add_data_files(?, ?, {_sql_list(files)}, schema => ?, allow_missing => true, "
-            "hive_partitioning => false)",
-            [WRITE_ALIAS, table, schema],
+            f"CALL ducklake_add_data_files({quote_literal(WRITE_ALIAS)}, {quote_literal(table)}, "
+            f"{_sql_list(files)}, schema => {quote_literal(schema)}, allow_missing => true, "
+            "hive_partitioning => false)"
         )
     con.execute("COMMIT")
 
 
 def _last_snapshot(con: duckdb.DuckDBPyConnection) -> int | None:
     try:
-        row = con.execute("SELECT id FROM ducklake_last_committed_snapshot(?)", [WRITE_ALIAS]).fetchone()
+        row = con.execute(
+            f"SELECT id FROM ducklake_last_committed_snapshot({quote_literal(WRITE_ALIAS)})"
+        ).fetchone()
     except Exception:  # only metadata: the commit is done
         log.debug("reading the committed snapshot id failed", exc_info=True)
         return None
@@ -511,14 +509,14 @@ def retire_superseded(con: duckdb.DuckDBPyConnection, store: LandingStore, alias
         retry_commit(
             con,
             lambda: con.execute(
-                "CALL ducklake_expire_snapshots(?, older_than => now() - to_microseconds(CAST(? AS BIGINT)))",
-                [alias, int(seconds * 1e6)],
+                f"CALL ducklake_expire_snapshots({quote_literal(alias)}, "
+                f"older_than => now() - to_microseconds(CAST({int(seconds * 1e6)} AS BIGINT)))"
             ),
             attempts=5,
         )
         retry_commit(
             con,
-            lambda: con.execute("CALL ducklake_cleanup_old_files(?, cleanup_all => true)", [alias]),
+            lambda: con.execute(f"CALL ducklake_cleanup_old_files({quote_literal(alias)}, cleanup_all => true)"),
             attempts=5,
         )
     except Exception as e:

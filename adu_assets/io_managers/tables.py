@@ -20,7 +20,7 @@ from adu_assets.io_managers.landing import (
     warehouse_table,
 )
 from adu_assets.sources.catalog import quote_ident, quote_literal
-from adu_assets.sources.databases import TableStream
+from adu_assets.sources.databases import TableStream, columns_sql
 from adu_assets.warehouse import READ_ALIAS, LandingStore
 
 # A read that planned on a snapshot whose files a writer retired meanwhile (retention_days = 0) fails with
@@ -163,11 +163,7 @@ def read_landed(
     schema, table = warehouse_table(key)
     con = store.connect()
     try:
-        cols = con.execute(
-            "SELECT column_name, data_type FROM duckdb_columns() "
-            "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-            [READ_ALIAS, schema, table],
-        ).fetchall()
+        cols = con.execute(columns_sql(READ_ALIAS, schema, table)).fetchall()
         if not cols:
             raise FileNotFoundError(
                 f"{key.to_user_string()}: no table {schema}.{table} in the warehouse ({store.catalog_label()}); "
@@ -252,11 +248,8 @@ def read_previous_landed(
     schema, table = warehouse_table(key)
     con = store.connect()
     try:
-        row = con.execute(
-            "SELECT data_type FROM duckdb_columns() WHERE database_name = ? AND schema_name = ? "
-            "AND table_name = ? AND column_name = ?",
-            [READ_ALIAS, schema, table, PARTITION_COLUMN],
-        ).fetchone()
+        types = dict(con.execute(columns_sql(READ_ALIAS, schema, table)).fetchall())
+        row = (types[PARTITION_COLUMN],) if PARTITION_COLUMN in types else None
         if row is None:
             return None
         present = {

@@ -114,7 +114,7 @@ def remember_landed(
 
 
 def read_just_landed(run_id: str, store: LandingStore, key: dg.AssetKey, partitions: Sequence[str]) -> Any:
-    """A lazy scan of the files this run just committed for exactly these partitions, or None.
+    """A lazy scan of the files this run just committed for these partitions, or None.
 
     Only when reading them equals reading the warehouse: they are the table's columns in its order, hold no
     INTERVAL (polars cannot read it), and are all still there (a later write of the same partitions with
@@ -150,7 +150,7 @@ def read_landed(
 ) -> Any:
     """The landed rows of `partitions` (all when empty) from one warehouse snapshot, as a polars LazyFrame.
 
-    With `run_id`, what that run just landed for exactly these partitions is read from its files
+    With `run_id`, what that run just landed for these partitions is read from its files
     (`read_just_landed`). INTERVAL columns arrive as text: polars cannot import DuckDB's intervals.
     """
     import polars as pl

@@ -1,5 +1,6 @@
 """Write component YAML into an ADU_DEFS_DIR and load the code location from it, as a user would."""
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,9 @@ def load_problems(defs_dir: Path, monkeypatch: Any) -> str:
     assert d.resolve_all_asset_keys() == []
     assert [s.name for s in d.sensors or [] if s.name.startswith("adu_broken_yaml")]
     return "\n".join(str(p) for p in load_location(defs_dir).problems)
+
+
+def materialize_cmd(select: str, partition: str) -> list[str]:
+    """`dagster asset materialize` of the code location, as the tests run it in a fresh process."""
+    return [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "adu_assets.definitions",
+            "--select", select, "--partition", partition]

@@ -23,6 +23,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from adu_assets_tests.defs_helpers import materialize_cmd
 from adu_assets_tests.pg_server import PgServer
 from adu_assets_tests.redis_server import RedisServer
 
@@ -295,19 +296,7 @@ def test_twelve_steps_on_two_workers_keep_pool_limits(
         with QueryCounter(pg) as counter:
             runs = [
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "dagster",
-                        "asset",
-                        "materialize",
-                        "-m",
-                        "adu_assets.definitions",
-                        "--select",
-                        "*",
-                        "--partition",
-                        p,
-                    ],
+                    materialize_cmd("*", p),
                     env=env,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
@@ -437,19 +426,7 @@ def test_worker_on_another_data_folder_refuses_the_step(
     try:
         wait_for_workers(env, [log], [worker])
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "asset",
-                "materialize",
-                "-m",
-                "adu_assets.definitions",
-                "--select",
-                "alpha/public/orders",
-                "--partition",
-                PARTITIONS[0],
-            ],
+            materialize_cmd("alpha/public/orders", PARTITIONS[0]),
             env=env,
             capture_output=True,
             text=True,
@@ -482,19 +459,7 @@ def test_run_on_the_embedded_catalog_fails_at_its_start(scale_out_env: dict[str,
     # write a warehouse this host's catalog never sees. No worker runs: nothing is sent to the broker.
     env = {k: v for k, v in scale_out_env.items() if k != "ADU_WAREHOUSE_CATALOG"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "adu_assets.definitions",
-            "--select",
-            "alpha/public/orders",
-            "--partition",
-            PARTITIONS[0],
-        ],
+        materialize_cmd("alpha/public/orders", PARTITIONS[0]),
         env=env,
         capture_output=True,
         text=True,

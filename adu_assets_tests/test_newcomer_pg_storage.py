@@ -17,6 +17,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from adu_assets_tests.defs_helpers import materialize_cmd
 from adu_assets_tests.pg_server import PgServer
 
 PRODUCTS = dg.AssetKey(["shop", "main", "products"])
@@ -87,19 +88,7 @@ def test_documented_postgres_storage_materializes(pg: PgServer, tmp_path: Path) 
         PYTHONPATH=str(Path(__file__).resolve().parents[1]),
     )
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "adu_assets.definitions",
-            "--select",
-            "shop/main/products",
-            "--partition",
-            PARTITION,
-        ],
+        materialize_cmd("shop/main/products", PARTITION),
         env=env,
         cwd=tmp_path,
         capture_output=True,

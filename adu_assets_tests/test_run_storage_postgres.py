@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from adu_assets_tests.defs_helpers import materialize_cmd
 from adu_assets_tests.pg_server import PgServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,19 +57,7 @@ def test_materialization_history_lives_in_postgres(
     )
 
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "adu_assets.definitions",
-            "--select",
-            "shop/main/products",
-            "--partition",
-            PARTITION,
-        ],
+        materialize_cmd("shop/main/products", PARTITION),
         env=env,
         cwd=tmp_path,
         capture_output=True,

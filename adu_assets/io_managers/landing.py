@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from adu_assets.sources.catalog import quote_ident, quote_literal
-from adu_assets.sources.databases import TableStream, columns_sql
+from adu_assets.sources.databases import TableStream, describe_columns
 from adu_assets.sources.type_map import GUARD_ERRORS
 from adu_assets.warehouse import LandingStore, retry_commit
 
@@ -322,8 +322,7 @@ def plan_schema(
 
 def _table_columns(con: duckdb.DuckDBPyConnection, key: dg.AssetKey, alias: str) -> list[tuple[str, str]]:
     schema, table = warehouse_table(key)
-    rows = con.execute(columns_sql(alias, schema, table)).fetchall()
-    return [(str(r[0]), str(r[1])) for r in rows]
+    return describe_columns(con, alias, schema, table)
 
 
 # --- one write ---------------------------------------------------------------------------------------

@@ -110,6 +110,7 @@ class PgColumn:
     typtype: str  # b base, d domain, e enum, c composite, r range, m multirange, p pseudo
     category: str  # pg_type.typcategory of the base: A array, N numeric, ...
     element: str | None  # for arrays: the element type
+    nullable: bool = True
 
 
 @dataclass

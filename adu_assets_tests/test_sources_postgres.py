@@ -135,3 +135,43 @@ def test_incremental_window_and_range_split(pg: PgServer, pg_db: str, pg_passwor
     ids = {p.parent.name: sorted(pq.read_table(p).column("id").to_pylist()) for p in base.glob("*/*.parquet")}
     # A day without rows has no file: the warehouse holds no rows for it.
     assert ids == {"adu_partition=2024-05-01": [1, 2], "adu_partition=2024-05-02": [3]}
+
+
+def test_one_table_is_planned_from_its_own_catalog_rows(
+    pg: PgServer, pg_db: str, pg_password_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export reads PostgreSQL's catalog for its one table: names that differ only in case stay apart,
+    the schema is not listed, and a table whose columns differ only in case is refused by name."""
+    import adu_assets.sources.databases as databases
+
+    with pg.connect(pg_db) as conn:
+        conn.execute('CREATE TABLE "Mixed" (a int, label text)')
+        conn.execute("CREATE TABLE mixed (x date, y numeric(5,2) NOT NULL)")
+        conn.execute("""INSERT INTO "Mixed" VALUES (1, 'upper')""")
+        conn.execute("INSERT INTO mixed VALUES ('2024-05-01', 1.50)")
+        conn.execute('CREATE TABLE twins (id int, "Amount" numeric, amount numeric)')
+        conn.execute("CREATE SCHEMA other")
+        for i in range(30):
+            conn.execute(f"CREATE TABLE other.t{i} (id int, v text)")
+
+    def listed(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole schema was listed to plan one PostgreSQL table")
+
+    monkeypatch.setattr(databases, "_discover_attached", listed)
+    cfg = conn_cfg(pg, pg_db, pg_password_env)
+    for name, rows in (("Mixed", [{"a": 1, "label": "upper"}]), ("mixed", [{"x": datetime(2024, 5, 1).date(), "y": Decimal("1.50")}])):
+        for _ in range(2):  # the second landing finds the warehouse table the first one made
+            meta, path = export(cfg, name, tmp_path)
+            assert pq.read_table(path).drop_columns(["adu_partition"]).to_pylist() == rows
+    stream = open_table_stream(cfg, schema="public", table="mixed", label="t", incremental_column=None,
+                               window=None, partition_keys=["2024-05-01"])
+    stream.close()
+    assert [(c.name, c.type, c.nullable) for c in stream.table.columns] == [
+        ("x", "date", True), ("y", "numeric(5,2)", False)
+    ]
+    with pytest.raises(SourceError, match=r"public.twins has columns whose names differ only in letter case \(Amount, amount\)"):
+        open_table_stream(cfg, schema="public", table="twins", label="t", incremental_column=None, window=None,
+                          partition_keys=["2024-05-01"])
+    with pytest.raises(SourceError, match=r"table public.MIXED was not found at the source \(tables found: Mixed, mixed, twins\)"):
+        open_table_stream(cfg, schema="public", table="MIXED", label="t", incremental_column=None, window=None,
+                          partition_keys=["2024-05-01"])

@@ -350,22 +350,24 @@ def _partition_literal(value: str, text: bool) -> str:
     return quote_literal(value) if text else f"DATE {quote_literal(value)}"
 
 
-def _tagged_source(stream: TableStream, partition_value: str | None) -> str:
-    """The stream's rows with their `adu_partition` value (DATE for exports, text for dropped files)."""
+def _tagged_source(stream: TableStream, partition_value: str | None, sql: str | None = None) -> str:
+    """The stream's rows (or those of `sql`, one of its parts) with their `adu_partition` value (DATE for
+    exports, text for dropped files)."""
     keys = stream.partition_keys
+    rows = sql or stream.sql
     if partition_value is not None:
-        return f"SELECT *, CAST({quote_literal(partition_value)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({stream.sql})"
+        return f"SELECT *, CAST({quote_literal(partition_value)} AS VARCHAR) AS {PARTITION_COLUMN} FROM ({rows})"
     if stream.partition_expr == PARTITION_COLUMN:
         # The rows carry their DATE partition already (an import of a 0.1 warehouse or Parquet tree).
         days = ", ".join(_partition_literal(k, False) for k in keys)
-        return f"SELECT * FROM ({stream.sql}) WHERE {PARTITION_COLUMN} IN ({days})"
+        return f"SELECT * FROM ({rows}) WHERE {PARTITION_COLUMN} IN ({days})"
     if len(keys) > 1 and stream.partition_expr is not None:
         days = ", ".join(_partition_literal(k, False) for k in keys)
         return (
             f"SELECT * FROM (SELECT *, CAST({stream.partition_expr} AS DATE) AS {PARTITION_COLUMN} "
-            f"FROM ({stream.sql})) WHERE {PARTITION_COLUMN} IN ({days})"
+            f"FROM ({rows})) WHERE {PARTITION_COLUMN} IN ({days})"
         )
-    return f"SELECT *, {_partition_literal(keys[0], False)} AS {PARTITION_COLUMN} FROM ({stream.sql})"
+    return f"SELECT *, {_partition_literal(keys[0], False)} AS {PARTITION_COLUMN} FROM ({rows})"
 
 
 def _probe_columns(
@@ -389,7 +391,7 @@ def _probe_columns(
 def _write_files(
     con: duckdb.DuckDBPyConnection,
     stream: TableStream,
-    source: str,
+    partition_value: str | None,
     root: Path,
     key: dg.AssetKey,
     writer: Writer,
@@ -397,15 +399,27 @@ def _write_files(
 ) -> list[Path]:
     """Write the rows once, as pending files in their partition folders, then give them their final names."""
     keys = stream.partition_keys
+    source = _tagged_source(stream, partition_value)
     if folder_key is not None or len(keys) == 1 or stream.partition_expr is None:
         folder = partition_dir(root, key, folder_key or keys[0])
         folder.mkdir(parents=True, exist_ok=True)
-        pending = folder / f"{writer.id}-{uuid.uuid4()}.parquet{PENDING_SUFFIX}"
-        row = con.execute(f"COPY ({source}) TO {quote_literal(str(pending))} ({PARQUET_OPTIONS})").fetchone()
-        if not row or not row[0]:
-            pending.unlink(missing_ok=True)  # no rows: the partition becomes empty, no file is needed
-            return []
-        written = [pending]
+        sources = [_tagged_source(stream, partition_value, part) for part in stream.parts]
+        pending = [folder / f"{writer.id}-{uuid.uuid4()}.parquet{PENDING_SUFFIX}" for _ in sources or [source]]
+
+        def copy(i: int, rows: str) -> str:
+            return f"COPY ({rows}) TO {quote_literal(str(pending[i]))} ({PARQUET_OPTIONS})"
+
+        # A split read writes one file per part, all at once (`TableStream.read_parts`).
+        if sources:
+            counts = stream.read_parts(lambda i, _: copy(i, sources[i]))
+        else:
+            counts = [con.execute(copy(0, source)).fetchone()]
+        written = []
+        for path, row in zip(pending, counts, strict=True):
+            if row and row[0]:
+                written.append(path)
+            else:
+                path.unlink(missing_ok=True)  # no rows: the partition becomes empty, no file is needed
     else:
         base = table_dir(root, key)
         base.mkdir(parents=True, exist_ok=True)
@@ -559,7 +573,7 @@ def write_table(
             files: list[Path] = []
             try:
                 files = _write_files(
-                    con, stream, source, root, key, writer, stream.partition_keys[0] if text else None
+                    con, stream, partition_value, root, key, writer, stream.partition_keys[0] if text else None
                 )
                 report.rows_by_partition = {k: 0 for k in stream.partition_keys}
                 report.rows_by_partition.update(_rows_by_partition(con, files))

@@ -150,8 +150,7 @@ def new_duckdb(
     if threads:
         config["threads"] = threads
     con = duckdb.connect(database, config=config)
-    # Daily partitions are UTC days; make timestamptz comparisons independent of the host's zone.
-    con.execute("SET TimeZone = 'UTC'")
+    utc_session(con)
     # Row order inside a partition carries no meaning (a PostgreSQL heap has none); not preserving it lets
     # DuckDB write Parquet and warehouse tables from all threads at once (measured 10-40% faster).
     con.execute("SET preserve_insertion_order = false")
@@ -163,6 +162,12 @@ def new_duckdb(
         # (`describe_columns` of a table not landed yet) and need no suggestions.
         con.execute("SET catalog_error_max_schemas = 0")
     return con
+
+
+def utc_session(con: duckdb.DuckDBPyConnection) -> None:
+    """Daily partitions are UTC days: timestamptz comparisons must not depend on the host's zone. The time
+    zone is a setting of each connection: a `cursor()` of `con` needs it again."""
+    con.execute("SET TimeZone = 'UTC'")
 
 
 def load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
@@ -177,6 +182,17 @@ def load_extension(con: duckdb.DuckDBPyConnection, kind: str) -> None:
             _check_signature(path)
             _VERIFIED[path] = seen
         con.execute(f"LOAD {quote_literal(str(path))}")
+
+
+@dataclass
+class Plan:
+    """How one table is read: the SELECT, its type notes, whether numeric columns are checked while read
+    (`pg_guarded_numeric`), and the SELECT split in parts for parallel reading (`_pg_split`)."""
+
+    sql: str
+    notes: list[str]
+    guarded: bool = False
+    parts: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -196,21 +212,106 @@ class TableStream:
     partition_expr: str | None = None
     notes: list[str] = field(default_factory=list)
     # Set when numeric columns are read guarded (`pg_guarded_numeric`): plans the probed read instead.
-    replan: Callable[[], tuple[str, list[str]]] | None = None
+    replan: Callable[[], Plan] | None = None
+    # The same rows as `sql`, split over ctid ranges of the PostgreSQL table (`_pg_split`), for
+    # `read_parts`; empty when the read is one query.
+    parts: list[str] = field(default_factory=list)
 
     def read_probed(self) -> bool:
         """Switch a guarded read to the probed one (the caller reads again); False if it is not guarded."""
         if self.replan is None:
             return False
-        self.sql, self.notes = self.replan()
+        plan = self.replan()
+        self.sql, self.notes, self.parts = plan.sql, plan.notes, plan.parts
         self.replan = None
         return True
+
+    def read_parts(self, statement: Callable[[int, str], str]) -> list[tuple[Any, ...] | None]:
+        """Run `statement(i, part)` for every part at once, each on its own cursor of `con`, and return the
+        first row of each.
+
+        postgres_query reads on one thread: one PostgreSQL backend computes the rows and one DuckDB thread
+        decodes and compresses them. Parts spread that over the cores as the scanner does for plain
+        reads (10 tables of 600k rows with an unconstrained numeric: 0.70 -> 0.47 s each on 2 cores).
+        All parts read in one snapshot of the source (`_share_snapshot`), so together they are exactly
+        the rows one query would read. The first failure interrupts the other parts and is raised.
+        """
+        cursors: list[duckdb.DuckDBPyConnection] = []
+        try:
+            for _ in self.parts:
+                cursor = self.con.cursor()
+                cursors.append(cursor)
+                utc_session(cursor)
+                cursor.execute("BEGIN TRANSACTION")
+            _share_snapshot(cursors)
+            rows = _run_parallel(cursors, [statement(i, part) for i, part in enumerate(self.parts)])
+            for cursor in cursors:
+                cursor.execute("COMMIT")
+            return rows
+        finally:
+            for cursor in cursors:
+                try:
+                    cursor.close()  # rolls back what is still open
+                except Exception:  # closing must never hide the real error
+                    log.debug("closing a part's cursor failed", exc_info=True)
 
     def close(self) -> None:
         try:
             self.con.close()
         except Exception:  # closing must never hide the real error
             log.debug("closing the extraction connection failed", exc_info=True)
+
+
+def _share_snapshot(cursors: list[duckdb.DuckDBPyConnection]) -> None:
+    """Make every cursor's PostgreSQL transaction read the first one's snapshot.
+
+    Each cursor is its own DuckDB transaction, so its own PostgreSQL connection; the first exports its
+    snapshot and stays open (the snapshot lives as long as it does) while the others import it before any
+    query of theirs, as the scanner's parallel readers do.
+    """
+    snapshot = str(_pg_query(cursors[0], "SELECT pg_export_snapshot()")[0][0])
+    command = f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot)}"
+    for cursor in cursors[1:]:
+        cursor.execute(f"CALL postgres_execute({quote_literal(SOURCE_ALIAS)}, {quote_literal(command)})")
+
+
+def _run_parallel(
+    cursors: list[duckdb.DuckDBPyConnection], statements: list[str]
+) -> list[tuple[Any, ...] | None]:
+    """Each statement on its cursor, in threads (DuckDB releases the GIL); the first error wins."""
+    rows: list[tuple[Any, ...] | None] = [None] * len(statements)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def stop_all() -> None:
+        for cursor in cursors:
+            try:
+                cursor.interrupt()
+            except Exception:  # an already finished cursor
+                pass
+
+    def work(i: int) -> None:
+        try:
+            rows[i] = cursors[i].execute(statements[i]).fetchone()
+        except BaseException as e:
+            with lock:
+                errors.append(e)  # the first one is the cause; the others are its interruptions
+            stop_all()
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(statements))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:  # the run is being stopped: stop the reads before leaving
+        stop_all()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]
+    return rows
 
 
 @contextmanager
@@ -516,18 +617,18 @@ def open_table_stream(
         duck_types = dict(describe_columns(con, SOURCE_ALIAS, schema, table))
         if not duck_types:
             raise SourceError(f"{where}: DuckDB's {cfg.kind} scanner does not see the table {schema}.{table}")
-        replan: Callable[[], tuple[str, list[str]]] | None = None
+        replan: Callable[[], Plan] | None = None
+        parts: list[str] = []
         try:
             if cfg.kind == "postgres":
-                sql, notes, guarded = _pg_select(
-                    con, info, duck_types, casts, incremental_column, window, columns=pg_columns
-                )
-                if guarded:
+                plan = _pg_select(con, info, duck_types, casts, incremental_column, window, columns=pg_columns)
+                sql, notes, parts = plan.sql, plan.notes, plan.parts
+                if plan.guarded:
                     pg_casts, pg_info = casts, info
 
-                    def replan() -> tuple[str, list[str]]:
+                    def replan() -> Plan:
                         try:
-                            planned = _pg_select(
+                            return _pg_select(
                                 con, pg_info, duck_types, pg_casts, incremental_column, window, guarded=False
                             )
                         except (NotExact, ValueError) as e:
@@ -536,7 +637,6 @@ def open_table_stream(
                             raise
                         except Exception as e:
                             raise SourceError(str(scrub_exception(e, f"{where}: cannot plan the read"))) from None
-                        return planned[0], planned[1]
 
             elif cfg.kind == "sqlite":
                 sql, notes = _sqlite_select(con, info, duck_types, casts, incremental_column, window)
@@ -559,6 +659,7 @@ def open_table_stream(
             partition_expr=partition_key_expr(incremental_column, timezone) if incremental_column else None,
             notes=notes,
             replan=replan,
+            parts=parts,
         )
     except BaseException:
         con.close()
@@ -613,7 +714,7 @@ def _pg_select(
     *,
     guarded: bool = True,
     columns: list[PgColumn] | None = None,
-) -> tuple[str, list[str], bool]:
+) -> Plan:
     """The SELECT for one PostgreSQL table, its type notes, and whether numeric columns are read guarded.
 
     Numeric columns need their values known before the read (a NaN the scanner would read as 0, the scale of
@@ -662,7 +763,7 @@ def _pg_select(
         raw = next(
             (r.select_expr == quote_ident(r.name) for r in reads if r.name == incremental_column), True
         )
-        return _assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes, False
+        return Plan(_assemble(reads, _fqn(info), incremental_column, window, filter_inside=raw), notes)
     # Some column must be converted by PostgreSQL itself (numeric text, a wider DECIMAL): one query.
     inner = ", ".join(f"{r.source_expr or quote_ident(r.name)} AS {quote_ident(r.name)}" for r in reads)
     pg_sql = f"SELECT {inner} FROM {table_sql}" + (f" WHERE {pg_filter}" if pg_filter else "")
@@ -679,7 +780,56 @@ def _pg_select(
                     f"{r.name}: {declared[r.name]} read as {now} (the table is read through postgres_query, "
                     f"the scanner alone would give {scanned})"
                 )
-    return sql, notes, guarded
+    # A window reads the rows PostgreSQL's planner finds (an index on the column): one query. Otherwise the
+    # whole table, which parts read faster.
+    parts = [] if pg_filter else _pg_split(con, info, reads, inner, table_sql)
+    return Plan(sql, notes, guarded, parts)
+
+
+# A part reads at least this many pages (8 kB each), as the scanner's parallel tasks do (pg_pages_per_task),
+# and a table is read in at most MAX_PARTS parts (as many PostgreSQL connections).
+MIN_PART_PAGES = 1000
+MAX_PARTS = 8
+
+
+def _pg_split(
+    con: duckdb.DuckDBPyConnection, info: TableInfo, reads: list[ColumnRead], inner: str, table_sql: str
+) -> list[str]:
+    """The read of a whole plain table as one query per ctid range (see `TableStream.read_parts`); [] when
+    one query is as good: fewer than two DuckDB threads, a small table, a partitioned table, or PostgreSQL
+    before 14, where a ctid range is no TID Range Scan and each part would read the whole table."""
+    threads = con.execute("SELECT current_setting('threads')").fetchone()
+    if not threads or int(threads[0]) < 2:
+        return []
+    try:
+        row = _pg_query(
+            con,
+            "SELECT c.relkind::text, pg_relation_size(c.oid) / current_setting('block_size')::bigint, "
+            "current_setting('server_version_num')::int FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            f"WHERE n.nspname = {quote_literal(info.schema)} AND c.relname = {quote_literal(info.name)}",
+        )
+    except Exception:  # sizes are an optimisation: without them the table is read in one query
+        log.debug("no size for %s.%s: read in one query", info.schema, info.name, exc_info=True)
+        return []
+    if not row or row[0][0] != "r" or int(row[0][2]) < 140000:
+        return []
+    pages = int(row[0][1])
+    n = min(int(threads[0]), MAX_PARTS, pages // MIN_PART_PAGES)
+    if n < 2:
+        return []
+    step = -(-pages // n)
+    parts = []
+    for i in range(n):
+        # The first part has no lower bound and the last no upper one: rows added past the size read above
+        # (visible to the snapshot or not) still belong to exactly one part.
+        bounds = ([f"ctid >= '({i * step},0)'::tid"] if i else []) + (
+            [f"ctid < '({(i + 1) * step},0)'::tid"] if i < n - 1 else []
+        )
+        pg_sql = f"SELECT {inner} FROM {table_sql} WHERE {' AND '.join(bounds)}"
+        source = f"postgres_query({quote_literal(SOURCE_ALIAS)}, {quote_literal(pg_sql)})"
+        parts.append(_assemble(reads, source, None, None, filter_inside=True))
+    return parts
 
 
 def _pg_probe(

@@ -182,3 +182,29 @@ def test_small_tables_and_windows_are_read_in_one_query(
         assert "postgres_query" in stream.sql and stream.parts == []
     finally:
         stream.close()
+
+
+def test_without_a_connection_to_spare_the_table_is_read_in_one_query(
+    pg: PgServer, big: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A role allowed one connection: the second part cannot connect, so the export reads in one query.
+    with pg.connect(big) as conn:
+        conn.execute("CREATE ROLE one_conn LOGIN PASSWORD 'one-conn-pw' CONNECTION LIMIT 1")
+        conn.execute("GRANT SELECT ON big TO one_conn")
+    monkeypatch.setenv("ONE_CONN_PW", "one-conn-pw")
+    cfg = ConnectionConfig(kind="postgres", host=pg.host, port=pg.port, database=big, user="one_conn",
+                           password_env="ONE_CONN_PW")
+    stream = open_table_stream(cfg, schema="public", table="big", label="s", incremental_column=None,
+                               window=None, partition_keys=["2024-01-01"])
+    assert len(stream.parts) == 2
+    try:
+        with caplog.at_level("WARNING"):
+            meta = land(stream, ["parquet", "warehouse"], LandingStore(data_dir=str(tmp_path)), KEY)
+    finally:
+        stream.close()
+    assert "read in one query, the parts cannot share a snapshot" in caplog.text
+    assert "too many connections" in caplog.text
+    assert int(meta["files"].value) == 1
+    want = digest_source(pg, big)
+    assert digest_landed(tmp_path) == (want, want)
+    assert leftovers(tmp_path) == []

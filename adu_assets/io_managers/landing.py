@@ -410,9 +410,9 @@ def _write_files(
             return f"COPY ({rows}) TO {quote_literal(str(pending[i]))} ({PARQUET_OPTIONS})"
 
         # A split read writes one file per part, all at once (`TableStream.read_parts`).
-        if sources:
-            counts = stream.read_parts(lambda i, _: copy(i, sources[i]))
-        else:
+        counts = stream.read_parts(lambda i, _: copy(i, sources[i])) if sources else None
+        if counts is None:
+            pending = pending[:1]
             counts = [con.execute(copy(0, source)).fetchone()]
         written = []
         for path, row in zip(pending, counts, strict=True):

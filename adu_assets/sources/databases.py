@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adu_assets.secrets import scrub_exception
+from adu_assets.secrets import redact, scrub_exception
 from adu_assets.sources.catalog import ColumnInfo, TableInfo, quote_ident, quote_literal
 from adu_assets.sources.connection import ConnectionConfig
 from adu_assets.sources.type_map import (
@@ -226,9 +226,9 @@ class TableStream:
         self.replan = None
         return True
 
-    def read_parts(self, statement: Callable[[int, str], str]) -> list[tuple[Any, ...] | None]:
+    def read_parts(self, statement: Callable[[int, str], str]) -> list[tuple[Any, ...] | None] | None:
         """Run `statement(i, part)` for every part at once, each on its own cursor of `con`, and return the
-        first row of each.
+        first row of each; None when the parts cannot share a snapshot (the caller reads in one query).
 
         postgres_query reads on one thread: one PostgreSQL backend computes the rows and one DuckDB thread
         decodes and compresses them. Parts spread that over the cores as the scanner does for plain
@@ -243,7 +243,18 @@ class TableStream:
                 cursors.append(cursor)
                 utc_session(cursor)
                 cursor.execute("BEGIN TRANSACTION")
-            _share_snapshot(cursors)
+            try:
+                _share_snapshot(cursors)
+            except Exception as e:
+                # No connection to spare (max_connections), or a pooler or server without exported
+                # snapshots: one query reads the same rows.
+                log.warning(
+                    "%s.%s: read in one query, the parts cannot share a snapshot: %s",
+                    self.table.schema,
+                    self.table.name,
+                    redact(str(e)).strip().splitlines()[-1][:300],
+                )
+                return None
             rows = _run_parallel(cursors, [statement(i, part) for i, part in enumerate(self.parts)])
             for cursor in cursors:
                 cursor.execute("COMMIT")

@@ -112,8 +112,8 @@ def test_parts_read_one_snapshot_while_the_table_changes(
     share = databases._share_snapshot
     changed: list[bool] = []
 
-    def share_then_change(cursors: list[duckdb.DuckDBPyConnection]) -> None:
-        share(cursors)
+    def share_then_change(cursors: list[duckdb.DuckDBPyConnection], table: Any) -> None:
+        share(cursors, table)
         with pg.connect(big) as conn:
             conn.execute(f"INSERT INTO big SELECT g, 'new', 1.25, true FROM generate_series({ROWS + 1}, {ROWS + 500}) g")
             conn.execute("UPDATE big SET payload = 'updated', amount = amount + 1 WHERE id % 1000 = 0")
@@ -207,4 +207,91 @@ def test_without_a_connection_to_spare_the_table_is_read_in_one_query(
     assert int(meta["files"].value) == 1
     want = digest_source(pg, big)
     assert digest_landed(tmp_path) == (want, want)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_truncate_waits_for_the_parts_instead_of_emptying_their_snapshot(
+    pg: PgServer, big: str, pg_password_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRUNCATE is not MVCC-safe: a snapshot taken before it sees an empty table. The first part locks the
+    table before its snapshot, so a TRUNCATE issued before the other parts start waits for the read."""
+    import threading
+    import time
+
+    want = digest_source(pg, big)
+    share = databases._share_snapshot
+    truncated: list[float] = []
+
+    def truncate() -> None:
+        with pg.connect(big) as conn:
+            conn.execute("TRUNCATE big")
+        truncated.append(time.monotonic())
+
+    worker = threading.Thread(target=truncate)
+
+    def share_then_truncate(cursors: list[duckdb.DuckDBPyConnection], table: Any) -> None:
+        share(cursors, table)
+        worker.start()
+        deadline = time.monotonic() + 10
+        with pg.connect(big) as conn:  # until the TRUNCATE waits for our lock (or has run: the test fails)
+            while time.monotonic() < deadline and not truncated:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'TRUNCATE big%' AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row and row[0]:
+                    break
+                time.sleep(0.05)
+
+    monkeypatch.setattr(databases, "_share_snapshot", share_then_truncate)
+    meta, parts = export(pg, big, pg_password_env, tmp_path)
+    finished = time.monotonic()
+    worker.join(30)
+    assert parts == 2 and truncated and truncated[0] >= finished - 5
+    assert int(meta["dagster/row_count"].value) == ROWS
+    assert digest_landed(tmp_path) == (want, want)
+
+
+@pytest.mark.timeout(120)
+def test_a_truncate_queued_before_the_other_parts_lock_makes_the_export_read_in_one_query(
+    pg: PgServer, big: str, pg_password_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A TRUNCATE queued behind the first part's lock would also queue the other parts' locks, and the first
+    part commits only with them: a wait PostgreSQL cannot see as a deadlock. The other parts lock NOWAIT,
+    so the parts give up and the export reads in one query, after the TRUNCATE: an empty table."""
+    import threading
+    import time
+
+    pg_query = databases._pg_query
+    worker: list[threading.Thread] = []
+
+    def truncate() -> None:
+        with pg.connect(big) as conn:
+            conn.execute("TRUNCATE big")
+
+    def queue_truncate_after_snapshot(con: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        rows = pg_query(con, sql)
+        if "pg_export_snapshot" in sql and not worker:
+            worker.append(threading.Thread(target=truncate))
+            worker[0].start()
+            deadline = time.monotonic() + 10
+            with pg.connect(big) as conn:
+                while time.monotonic() < deadline:
+                    row = conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'TRUNCATE big%' "
+                        "AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if row and row[0]:
+                        break
+                    time.sleep(0.05)
+        return rows
+
+    monkeypatch.setattr(databases, "_pg_query", queue_truncate_after_snapshot)
+    with caplog.at_level("WARNING"):
+        meta, parts = export(pg, big, pg_password_env, tmp_path)
+    worker[0].join(30)
+    assert parts == 2
+    assert "read in one query, the parts cannot share a snapshot" in caplog.text
+    assert "could not obtain lock" in caplog.text
+    assert int(meta["dagster/row_count"].value) == 0
     assert leftovers(tmp_path) == []

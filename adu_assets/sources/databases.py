@@ -244,7 +244,7 @@ class TableStream:
                 utc_session(cursor)
                 cursor.execute("BEGIN TRANSACTION")
             try:
-                _share_snapshot(cursors)
+                _share_snapshot(cursors, self.table)
             except Exception as e:
                 # No connection to spare (max_connections), or a pooler or server without exported
                 # snapshots: one query reads the same rows.
@@ -273,17 +273,30 @@ class TableStream:
             log.debug("closing the extraction connection failed", exc_info=True)
 
 
-def _share_snapshot(cursors: list[duckdb.DuckDBPyConnection]) -> None:
-    """Make every cursor's PostgreSQL transaction read the first one's snapshot.
+def _share_snapshot(cursors: list[duckdb.DuckDBPyConnection], table: TableInfo) -> None:
+    """Make every cursor's PostgreSQL transaction read the first one's snapshot, with `table` locked.
 
     Each cursor is its own DuckDB transaction, so its own PostgreSQL connection; the first exports its
     snapshot and stays open (the snapshot lives as long as it does) while the others import it before any
     query of theirs, as the scanner's parallel readers do.
+
+    Every part holds the table's ACCESS SHARE lock (what any read takes) before a part reads. The first
+    takes it before its snapshot: a TRUNCATE or a rewriting ALTER TABLE, which are not MVCC-safe, then
+    waits for the read instead of emptying the table under the snapshot. The others take it NOWAIT: once
+    such a command is queued behind the first part's lock, their request would queue behind it, and the
+    first part (committed only with the others) would never let it through. They raise instead, and the
+    caller reads in one query.
     """
-    snapshot = str(_pg_query(cursors[0], "SELECT pg_export_snapshot()")[0][0])
-    command = f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot)}"
-    for cursor in cursors[1:]:
+
+    def execute(cursor: duckdb.DuckDBPyConnection, command: str) -> None:
         cursor.execute(f"CALL postgres_execute({quote_literal(SOURCE_ALIAS)}, {quote_literal(command)})")
+
+    lock = f"LOCK TABLE {quote_ident(table.schema)}.{quote_ident(table.name)} IN ACCESS SHARE MODE"
+    execute(cursors[0], lock)
+    snapshot = str(_pg_query(cursors[0], "SELECT pg_export_snapshot()")[0][0])
+    for cursor in cursors[1:]:
+        execute(cursor, f"SET TRANSACTION SNAPSHOT {quote_literal(snapshot)}")
+        execute(cursor, f"{lock} NOWAIT")
 
 
 def _run_parallel(

@@ -30,7 +30,10 @@ def config(pg: PgServer, db: str, password_env: str) -> ConnectionConfig:
 
 
 @pytest.fixture
-def big(pg: PgServer, pg_db: str) -> str:
+def big(pg: PgServer, pg_db: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    # Parts follow DuckDB's threads (one per core): two, also on a one-core machine.
+    make = databases.new_duckdb
+    monkeypatch.setattr(databases, "new_duckdb", lambda *a, **k: make(*a, **{**k, "threads": k.get("threads") or 2}))
     with pg.connect(pg_db) as conn:
         conn.execute(
             "CREATE TABLE big AS SELECT g AS id, md5(g::text) AS payload, g * 0.5 AS amount, "
@@ -85,21 +88,42 @@ def digest_landed(root: Path) -> tuple[tuple[int, str], tuple[int, str]]:
     return (int(tree[0]), str(tree[1])), (int(warehouse[0]), str(warehouse[1]))
 
 
+def assert_landed_exactly(pg: PgServer, db: str, root: Path) -> tuple[int, str]:
+    """The tree and the warehouse hold exactly the source's rows, and no pending or stray file is left."""
+    want = digest_source(pg, db)
+    assert digest_landed(root) == (want, want)
+    assert leftovers(root) == []
+    return want
+
+
 def leftovers(root: Path) -> list[str]:
     folder = root / "parquet" / "s" / "public" / "big"
     return sorted(p.name for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".parquet"))
+
+
+def wait_for_truncate_to_queue(pg: PgServer, db: str, finished: list[float]) -> None:
+    """Until a `TRUNCATE big` waits for a lock (at most 10 s), or `finished` says it has run."""
+    import time
+
+    deadline = time.monotonic() + 10
+    with pg.connect(db) as conn:
+        while time.monotonic() < deadline and not finished:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'TRUNCATE big%' AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row and row[0]:
+                return
+            time.sleep(0.05)
 
 
 def test_a_large_table_lands_exactly_from_parts_read_at_once(
     pg: PgServer, big: str, pg_password_env: str, tmp_path: Path
 ) -> None:
     meta, parts = export(pg, big, pg_password_env, tmp_path)
-    assert parts == 2  # this machine's tests run DuckDB with at least 2 threads
+    assert parts == 2
     assert int(meta["files"].value) == 2  # one file per part
     assert int(meta["dagster/row_count"].value) == ROWS
-    want = digest_source(pg, big)
-    assert digest_landed(tmp_path) == (want, want)
-    assert leftovers(tmp_path) == []
+    assert_landed_exactly(pg, big, tmp_path)
 
 
 def test_parts_read_one_snapshot_while_the_table_changes(
@@ -129,8 +153,7 @@ def test_parts_read_one_snapshot_while_the_table_changes(
     monkeypatch.setattr(databases, "_share_snapshot", share)
     meta, _ = export(pg, big, pg_password_env, tmp_path)
     assert int(meta["dagster/row_count"].value) == ROWS + 500 - 1000
-    now = digest_source(pg, big)
-    assert now != want and digest_landed(tmp_path) == (now, now)
+    assert assert_landed_exactly(pg, big, tmp_path) != want
 
 
 def test_a_value_one_part_cannot_land_stops_every_part_and_the_export_reads_again(
@@ -188,11 +211,12 @@ def test_without_a_connection_to_spare_the_table_is_read_in_one_query(
     pg: PgServer, big: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A role allowed one connection: the second part cannot connect, so the export reads in one query.
+    role = f"one_conn_{big}"
     with pg.connect(big) as conn:
-        conn.execute("CREATE ROLE one_conn LOGIN PASSWORD 'one-conn-pw' CONNECTION LIMIT 1")
-        conn.execute("GRANT SELECT ON big TO one_conn")
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'one-conn-pw' CONNECTION LIMIT 1")  # roles are server-wide
+        conn.execute(f"GRANT SELECT ON big TO {role}")
     monkeypatch.setenv("ONE_CONN_PW", "one-conn-pw")
-    cfg = ConnectionConfig(kind="postgres", host=pg.host, port=pg.port, database=big, user="one_conn",
+    cfg = ConnectionConfig(kind="postgres", host=pg.host, port=pg.port, database=big, user=role,
                            password_env="ONE_CONN_PW")
     stream = open_table_stream(cfg, schema="public", table="big", label="s", incremental_column=None,
                                window=None, partition_keys=["2024-01-01"])
@@ -205,9 +229,7 @@ def test_without_a_connection_to_spare_the_table_is_read_in_one_query(
     assert "read in one query, the parts cannot share a snapshot" in caplog.text
     assert "too many connections" in caplog.text
     assert int(meta["files"].value) == 1
-    want = digest_source(pg, big)
-    assert digest_landed(tmp_path) == (want, want)
-    assert leftovers(tmp_path) == []
+    assert_landed_exactly(pg, big, tmp_path)
 
 
 def test_a_truncate_waits_for_the_parts_instead_of_emptying_their_snapshot(
@@ -232,15 +254,7 @@ def test_a_truncate_waits_for_the_parts_instead_of_emptying_their_snapshot(
     def share_then_truncate(cursors: list[duckdb.DuckDBPyConnection], table: Any) -> None:
         share(cursors, table)
         worker.start()
-        deadline = time.monotonic() + 10
-        with pg.connect(big) as conn:  # until the TRUNCATE waits for our lock (or has run: the test fails)
-            while time.monotonic() < deadline and not truncated:
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'TRUNCATE big%' AND wait_event_type = 'Lock'"
-                ).fetchone()
-                if row and row[0]:
-                    break
-                time.sleep(0.05)
+        wait_for_truncate_to_queue(pg, big, truncated)  # (or to have run: then the test fails)
 
     monkeypatch.setattr(databases, "_share_snapshot", share_then_truncate)
     meta, parts = export(pg, big, pg_password_env, tmp_path)
@@ -260,7 +274,6 @@ def test_a_truncate_queued_before_the_other_parts_lock_makes_the_export_read_in_
     part commits only with them: a wait PostgreSQL cannot see as a deadlock. The other parts lock NOWAIT,
     so the parts give up and the export reads in one query, after the TRUNCATE: an empty table."""
     import threading
-    import time
 
     pg_query = databases._pg_query
     worker: list[threading.Thread] = []
@@ -274,16 +287,7 @@ def test_a_truncate_queued_before_the_other_parts_lock_makes_the_export_read_in_
         if "pg_export_snapshot" in sql and not worker:
             worker.append(threading.Thread(target=truncate))
             worker[0].start()
-            deadline = time.monotonic() + 10
-            with pg.connect(big) as conn:
-                while time.monotonic() < deadline:
-                    row = conn.execute(
-                        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'TRUNCATE big%' "
-                        "AND wait_event_type = 'Lock'"
-                    ).fetchone()
-                    if row and row[0]:
-                        break
-                    time.sleep(0.05)
+            wait_for_truncate_to_queue(pg, big, [])
         return rows
 
     monkeypatch.setattr(databases, "_pg_query", queue_truncate_after_snapshot)

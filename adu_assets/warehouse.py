@@ -348,7 +348,7 @@ def _ensure_catalog_options(con: duckdb.DuckDBPyConnection, alias: str) -> None:
     # DuckLake keeps deletes of small files inside the catalog ("inlined") instead of retiring the file,
     # and then never deletes that file: the Parquet tree would keep rows the warehouse no longer has.
     # With inlining off, replacing a partition always retires its files whole.
-    # Quoted, not bound (see `columns_sql`).
+    # Quoted, not bound (see `describe_columns`).
     row = con.execute(
         f"SELECT value FROM ducklake_options({quote_literal(alias)}) "
         "WHERE option_name = 'data_inlining_row_limit'"

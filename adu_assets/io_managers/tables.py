@@ -20,7 +20,7 @@ from adu_assets.io_managers.landing import (
     warehouse_table,
 )
 from adu_assets.sources.catalog import quote_ident, quote_literal
-from adu_assets.sources.databases import TableStream, columns_sql
+from adu_assets.sources.databases import TableStream, describe_columns
 from adu_assets.warehouse import READ_ALIAS, LandingStore
 
 # A read that planned on a snapshot whose files a writer retired meanwhile (retention_days = 0) fails with
@@ -163,13 +163,13 @@ def read_landed(
     schema, table = warehouse_table(key)
     con = store.connect()
     try:
-        cols = con.execute(columns_sql(READ_ALIAS, schema, table)).fetchall()
+        cols = describe_columns(con, READ_ALIAS, schema, table)
         if not cols:
             raise FileNotFoundError(
                 f"{key.to_user_string()}: no table {schema}.{table} in the warehouse ({store.catalog_label()}); "
                 "materialize it first"
             )
-        types = {str(n): str(t) for n, t in cols}
+        types = dict(cols)
         where = (
             f" WHERE {_partition_sql(partitions, types.get(PARTITION_COLUMN, 'DATE'))}" if partitions else ""
         )
@@ -248,7 +248,7 @@ def read_previous_landed(
     schema, table = warehouse_table(key)
     con = store.connect()
     try:
-        types = dict(con.execute(columns_sql(READ_ALIAS, schema, table)).fetchall())
+        types = dict(describe_columns(con, READ_ALIAS, schema, table))
         row = (types[PARTITION_COLUMN],) if PARTITION_COLUMN in types else None
         if row is None:
             return None

@@ -404,9 +404,9 @@ def discover(cfg: ConnectionConfig, schema: str, *, label: str) -> list[TableInf
 
 
 def _discover_attached(
-    con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, schema: str, *, with_partitions: bool = False
+    con: duckdb.DuckDBPyConnection, cfg: ConnectionConfig, schema: str
 ) -> list[TableInfo]:
-    # Quoted, not bound (see `columns_sql`).
+    # Quoted, not bound (see `describe_columns`).
     rows = con.execute(
         f"""
         SELECT t.table_name, c.column_name, c.data_type, c.is_nullable
@@ -423,7 +423,7 @@ def _discover_attached(
         for pg_table, is_partition, column, declared in _pg_catalog(con, schema):
             # The postgres scanner lists views among its tables; only base tables are exported. A partitioned
             # table is exported once, as its parent: its partitions hold the same rows again.
-            if is_partition and not with_partitions:
+            if is_partition:
                 continue
             base_tables.add(pg_table)
             native[(pg_table, column)] = declared
@@ -551,19 +551,6 @@ def partition_key_expr(column: str, timezone: str = "UTC") -> str:
     return f"strftime(timezone({quote_literal(timezone)}, CAST({quote_ident(column)} AS TIMESTAMPTZ)), '%Y-%m-%d')"
 
 
-def columns_sql(database: str, schema: str, table: str) -> str:
-    """(column_name, data_type) of one table in DuckDB's catalog, in column order.
-
-    Values are quoted into the SQL rather than bound: binding parameters makes DuckDB's Python client import
-    pandas (0.5-0.7 s per process), which nothing on the export path needs otherwise.
-    """
-    return (
-        "SELECT column_name, data_type FROM duckdb_columns() "
-        f"WHERE database_name = {quote_literal(database)} AND schema_name = {quote_literal(schema)} "
-        f"AND table_name = {quote_literal(table)} ORDER BY column_index"
-    )
-
-
 def describe_columns(
     con: duckdb.DuckDBPyConnection, database: str, schema: str, table: str
 ) -> list[tuple[str, str]]:
@@ -571,7 +558,9 @@ def describe_columns(
 
     DESCRIBE binds just that table. `duckdb_columns()` lists every attached database instead, and on a
     connection with PostgreSQL attached that loads the scanner's catalog of every schema of the source
-    database (0.15 s per export at 1,000 tables, growing with the database).
+    database (0.15 s per export at 1,000 tables, growing with the database). The names are quoted into the
+    SQL, never bound: binding parameters makes DuckDB's Python client import pandas (0.5-0.7 s per process),
+    which nothing on the export path needs otherwise.
     """
     import duckdb
 
@@ -619,7 +608,7 @@ def open_table_stream(
                 pg_columns = _pg_columns(con, schema, table)
                 info = _pg_table_info(con, schema, table, pg_columns, where=where)
             else:
-                catalog = _discover_attached(con, cfg, schema, with_partitions=True)
+                catalog = _discover_attached(con, cfg, schema)
                 info = find_table(catalog, schema, table, where=where)
         except SourceError:
             raise
